@@ -1,0 +1,37 @@
+"""Sub-batches: send only some samples to the teacher and put them back in place."""
+from typing import Sequence
+
+import torch
+
+from .errors import InputError
+
+
+def take_rows(x, indices: Sequence[int], batch_size: int):
+    """Rows `indices` of a per-sample tensor; tensors that broadcast (batch 1) or are not
+    per-sample pass through unchanged."""
+    if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == batch_size and batch_size > 1:
+        return x[list(indices)]
+    return x
+
+
+def put_rows(base: torch.Tensor, indices: Sequence[int], rows: torch.Tensor) -> torch.Tensor:
+    """A copy of `base` with rows `indices` replaced; the other rows stay bit-identical."""
+    if rows.shape[0] != len(indices) or rows.shape[1:] != base.shape[1:]:
+        raise InputError("latent", f"cannot put {tuple(rows.shape)} into rows {list(indices)} of {tuple(base.shape)}",
+                         "give the teacher the same latent size as the student")
+    out = base.clone()
+    if len(indices):
+        out[list(indices)] = rows.to(device=out.device, dtype=out.dtype)
+    return out
+
+
+def batch_indices(latent: dict) -> list:
+    """A LATENT's per-sample batch indices (ComfyUI's 'batch_index', default 0..B-1)."""
+    n = int(latent["samples"].shape[0])
+    idx = latent.get("batch_index")
+    if idx is None:
+        return list(range(n))
+    if len(idx) != n:
+        raise InputError("latent", f"batch_index has {len(idx)} entries for {n} samples",
+                         "rebuild the latent batch with ComfyUI's batch nodes")
+    return [int(i) for i in idx]
