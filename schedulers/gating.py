@@ -61,6 +61,7 @@ class GateDecision:
     batch_index: List[int]
     student_steps: Optional[int] = None
     images: Optional[torch.Tensor] = None   # the student's decoded images, reused for kept samples
+    budget_teacher_steps: Optional[int] = None  # the R a budget threshold assumed
     notes: List[str] = field(default_factory=list)
 
     @property

@@ -1,0 +1,122 @@
+"""Oracle gate: score each student sample and decide which ones the teacher improves."""
+import logging
+
+import folder_paths
+
+from ..oracle.calibration import read_calibration
+from ..schedulers.batching import batch_indices
+from ..schedulers.errors import InputError
+from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, resolve_threshold
+from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, STUDENT_META
+from .comfy_glue import check_interrupt
+from .preview import save_previews
+
+log = logging.getLogger("StudentTeacher")
+CALIBRATION_FOLDER = "image_reward_calibration"
+NO_CALIBRATION = "none"
+
+
+def calibration_choices():
+    return [NO_CALIBRATION] + folder_paths.get_filename_list(CALIBRATION_FOLDER)
+
+
+def load_calibration(name):
+    """(taus, metadata, label) of a calibration file, or (None, {}, '') for none."""
+    if not name or name == NO_CALIBRATION:
+        return None, {}, ""
+    path = folder_paths.get_full_path(CALIBRATION_FOLDER, name)
+    if path is None:
+        raise InputError("calibration", f"file {name!r} not found in models/image_reward/calibration",
+                         "put the calibration JSON there, or make one with the Calibrate node")
+    taus, meta = read_calibration(path)
+    return taus, meta, name
+
+
+def calibration_mismatch(meta, student):
+    """Calibrating with other steps or cfg than the gate's student makes tau meaningless."""
+    notes = []
+    for key in ("steps", "cfg", "schedule"):
+        if key in meta and key in student and meta[key] != student[key]:
+            notes.append(f"warning: the calibration used {key} = {meta[key]} but the student ran with "
+                         f"{key} = {student[key]}; recalibrate with the gate's settings")
+    return notes
+
+
+def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
+         budget=10.0, student_steps=0, teacher_steps=12) -> GateDecision:
+    """Decode the student's samples once, score them, and threshold the scores."""
+    student = latent.get(STUDENT_META, {})
+    steps = int(student_steps) or int(student.get("steps", 0))
+    if threshold_mode == "budget" and not steps:
+        raise InputError("student_steps", "budget mode needs the student's step count, and the latent "
+                         "does not come from the Consistency Student Sampler", "set student_steps")
+    taus, meta, label = load_calibration(calibration)
+    threshold = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=label or "the calibration",
+                                  budget=budget, student_steps=steps or 1, teacher_steps=teacher_steps)
+    images = vae.decode(latent["samples"])
+    check_interrupt()
+    scores = oracle.score(images, [prompt] * images.shape[0])
+    decision = decide(scores, threshold, batch_indices(latent), steps or None)
+    decision.images = images
+    decision.notes += calibration_mismatch(meta, student)
+    for note in decision.notes:
+        log.warning(note)
+    return decision
+
+
+class OracleGate:
+    DESCRIPTION = ("Decodes the student's samples, scores each against the prompt with the oracle "
+                   "(ImageReward), and keeps the samples scoring at least tau; the others go to the teacher. "
+                   "tau is given directly, or is the k-th percentile of a calibration file, or is the percentile "
+                   "an average-steps budget affords (S + k/100 * R). Shows every sample with its score.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("IMAGE", GATE_TYPE, "STRING")
+    RETURN_NAMES = ("images", "gate", "report")
+    OUTPUT_TOOLTIPS = ("The student's decoded images (the teacher node reuses them for kept samples).",
+                       "Scores, tau and the kept/rejected decision for each sample; connect to Teacher Improve.",
+                       "One line per sample: score and decision.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "latent": ("LATENT", {"tooltip": "The student's samples."}),
+            "vae": ("VAE", {"tooltip": "Decodes the samples for the oracle (once; the images are reused)."}),
+            "oracle": (ORACLE_TYPE, {"tooltip": "The scorer, from Load ImageReward Oracle."}),
+            "prompt": ("STRING", {"multiline": True, "default": "",
+                                  "tooltip": "The prompt the samples were made for (the oracle scores "
+                                             "image-text agreement). Share it with CLIPTextEncode via a "
+                                             "String primitive."}),
+            "threshold_mode": (list(THRESHOLD_MODES), {"default": "percentile",
+                                                       "tooltip": "tau: use tau as given. percentile: tau = the "
+                                                                  "k-th percentile from the calibration file. "
+                                                                  "budget: the largest calibrated k whose average "
+                                                                  "cost S + k/100*R fits the budget."}),
+            "tau": ("FLOAT", {"default": 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
+                              "tooltip": "Score threshold (threshold_mode tau): samples scoring below it go to "
+                                         "the teacher."}),
+            "k": ("INT", {"default": 50, "min": 0, "max": 100, "step": 10,
+                          "tooltip": "Percentile (threshold_mode percentile): about k% of samples go to the "
+                                     "teacher. 0 keeps all, 100 improves all."}),
+            "calibration": (calibration_choices(), {"tooltip": "Calibration JSON ({\"10\": tau, ...}) from "
+                                                               "models/image_reward/calibration or the pack's "
+                                                               "presets; made by the Calibrate node."}),
+            "budget": ("FLOAT", {"default": 10.0, "min": 1.0, "max": 1000.0, "step": 0.5,
+                                 "tooltip": "Average steps per sample (threshold_mode budget)."}),
+            "student_steps": ("INT", {"default": 0, "min": 0, "max": 50,
+                                      "tooltip": "S for budgets and reports; 0 reads it from the Consistency "
+                                                 "Student Sampler's latent."}),
+            "teacher_steps": ("INT", {"default": 12, "min": 1, "max": 1000,
+                                      "tooltip": "R, the teacher's steps (threshold_mode budget); match the "
+                                                 "Teacher Improve node."}),
+        }}
+
+    def run(self, latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget, student_steps,
+            teacher_steps):
+        decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
+                        student_steps, teacher_steps)
+        decision.budget_teacher_steps = teacher_steps if threshold_mode == "budget" else None
+        captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}"
+                    for s, ok in zip(decision.scores.tolist(), decision.accepted.tolist())]
+        ui = {"images": save_previews(decision.images, captions, decision.accepted.tolist())}
+        return {"ui": ui, "result": (decision.images, decision, "\n".join(decision.lines()))}

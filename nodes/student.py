@@ -1,0 +1,75 @@
+"""Consistency student sampler: LCM / CD / SDXL-Turbo students in 1-8 steps."""
+import comfy.sample
+import comfy.samplers
+
+from ..schedulers.batching import batch_indices
+from ..schedulers.consistency import lcm_timesteps, trailing_timesteps
+from ..schedulers.errors import InputError
+from .comfy_glue import (consistency_sampler, initial_noise, sample_with_sigmas, sigmas_at_timesteps,
+                         with_consistency_sampling)
+from .common import CATEGORY, SEED, STUDENT_META
+
+SCHEDULES = ("lcm", "turbo")
+
+
+def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0):
+    """Sample a LATENT with a consistency student; returns a new LATENT dict."""
+    if schedule not in SCHEDULES:
+        raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
+    x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    index = batch_indices(latent)
+    if schedule == "lcm":
+        model = with_consistency_sampling(model)
+        timesteps = lcm_timesteps(steps, strength=denoise)
+    else:
+        timesteps = trailing_timesteps(steps, strength=denoise)
+    sigmas = sigmas_at_timesteps(model, timesteps)
+    sampler = consistency_sampler(seed, index, tuple(x.shape[1:]))
+    samples = sample_with_sigmas(model, initial_noise(x, seed, index), cfg, sampler, sigmas,
+                                 positive, negative, x, latent.get("noise_mask"))
+    out = {k: v for k, v in latent.items() if k != STUDENT_META}
+    out["samples"] = samples
+    out["batch_index"] = index
+    out[STUDENT_META] = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
+                         "denoise": float(denoise), "seed": int(seed), "timesteps": timesteps}
+    return out
+
+
+class ConsistencySampler:
+    DESCRIPTION = ("Samples with a consistency-distilled student (LCM checkpoint, SD + LCM-LoRA, "
+                   "LCM-SDXL, SDXL-Turbo) in a few steps. The LCM timesteps and boundary condition are "
+                   "applied here, so no ModelSampling node is needed. Each sample's noise depends only on "
+                   "(seed, batch index), so a sample never changes when others join its batch.")
+    CATEGORY = CATEGORY
+    FUNCTION = "sample"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The student's samples, with the student's settings recorded for the gate.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The student: an LCM checkpoint, a base model with an LCM-LoRA, "
+                                           "or SDXL-Turbo."}),
+            "positive": ("CONDITIONING", {"tooltip": "What the image should show (ControlNet may be applied)."}),
+            "negative": ("CONDITIONING", {"tooltip": "What to avoid; unused when cfg is 1."}),
+            "latent_image": ("LATENT", {"tooltip": "An Empty Latent Image for text-to-image, or a VAE-encoded "
+                                                   "image for editing (then lower denoise)."}),
+            "seed": SEED,
+            "steps": ("INT", {"default": 4, "min": 1, "max": 50,
+                              "tooltip": "Student steps (the paper: 4 for LCM-SDXL, 5 for SD1.5 students, "
+                                         "2 for SDXL-Turbo)."}),
+            "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance. 1.0 runs one model pass per step; "
+                                         "LCM-LoRA works best at 1-2, SDXL-Turbo at 1."}),
+            "schedule": (list(SCHEDULES), {"default": "lcm",
+                                           "tooltip": "lcm: LCM timesteps on the 50-step distillation grid "
+                                                      "plus the consistency boundary condition. turbo: "
+                                                      "'trailing' timesteps for SDXL-Turbo / ADD students."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                  "tooltip": "1.0 for text-to-image; lower for editing an encoded image "
+                                             "(SDEdit strength, e.g. 0.6)."}),
+        }}
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise):
+        return (student_sample(model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise),)

@@ -1,0 +1,170 @@
+"""Teacher improvement: refine (rollback + a few teacher steps) or regenerate the samples
+the gate rejected, as one sub-batch, and put them back in place."""
+import comfy.sample
+import comfy.samplers
+
+from ..schedulers.batching import batch_indices, put_rows, take_rows
+from ..schedulers.errors import InputError
+from ..schedulers.gating import spent_steps
+from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigmas
+from .comfy_glue import (check_interrupt, initial_noise, ksampler_schedule, per_sample_sampler,
+                         sample_with_sigmas, subset_conditioning)
+from .common import CATEGORY, GATE_TYPE, SEED, STUDENT_META
+
+STRATEGIES = ("refine", "regenerate")
+
+
+def samples_to_improve(latent, decision):
+    """Indices the teacher must handle: the gate's rejections, or every sample without a gate."""
+    n = int(latent["samples"].shape[0])
+    if decision is None:
+        return list(range(n))
+    if decision.batch_size != n:
+        raise InputError("gate", f"the GATE was made for {decision.batch_size} samples but the latent has {n}",
+                         "connect the gate that scored this same latent")
+    if decision.batch_index != batch_indices(latent):
+        raise InputError("gate", "the GATE's batch indices differ from the latent's",
+                         "connect the gate that scored this same latent")
+    return decision.rejected
+
+
+def teacher_start(latent, todo, strategy, source_latent, model):
+    """The clean latents the teacher starts from: the student's samples (refine) or the
+    source latent - empty for text-to-image, the encoded image for editing (regenerate)."""
+    n = int(latent["samples"].shape[0])
+    if strategy == "refine":
+        return latent["samples"][todo], latent.get("noise_mask")
+    if strategy != "regenerate":
+        raise InputError("strategy", f"unknown strategy {strategy!r}", f"choose one of {STRATEGIES}")
+    if source_latent is None:
+        raise InputError("source_latent", "regenerate needs the latent the student started from",
+                         "connect the Empty Latent Image (text-to-image) or the VAE-encoded source image (editing)")
+    src = comfy.sample.fix_empty_latent_channels(model, source_latent["samples"])
+    if src.shape[0] not in (1, n) or src.shape[1:] != latent["samples"].shape[1:]:
+        raise InputError("source_latent", f"shape {tuple(src.shape)} does not match the student's "
+                         f"{tuple(latent['samples'].shape)}", "use the same latent the student sampled from")
+    start = take_rows(src, todo, n) if src.shape[0] == n else src.expand(len(todo), *src.shape[1:])
+    return start.contiguous(), source_latent.get("noise_mask")
+
+
+def improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
+            scheduler, cfg, seed, decision=None, source_latent=None, source_denoise=1.0):
+    """Returns (new LATENT, indices improved, teacher output rows)."""
+    todo = samples_to_improve(latent, decision)
+    out = dict(latent)
+    if not todo:
+        return out, todo, None
+    n = int(latent["samples"].shape[0])
+    index = [batch_indices(latent)[i] for i in todo]
+    start, mask = teacher_start(latent, todo, strategy, source_latent, model)
+    schedule = ksampler_schedule(model, sampler_name, scheduler)
+    if strategy == "refine":
+        sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback)
+    else:
+        sigmas = strength_sigmas(schedule, steps, source_denoise)
+    check_interrupt()
+    sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device)
+    rows = sample_with_sigmas(model, initial_noise(start, seed, index), cfg, sampler, sigmas,
+                              subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
+                              start, take_rows(mask, todo, n))
+    out["samples"] = put_rows(latent["samples"], todo, rows)
+    return out, todo, rows
+
+
+def report(latent, decision, todo, strategy, steps):
+    n = int(latent["samples"].shape[0])
+    student_steps = (decision.student_steps if decision is not None else None) or \
+        latent.get(STUDENT_META, {}).get("steps")
+    lines = [f"teacher ({strategy}, {steps} steps) improved {len(todo)}/{n} samples"
+             + (f": #{', #'.join(str(batch_indices(latent)[i]) for i in todo)}" if todo else "")]
+    if student_steps:
+        lines.append(f"average steps spent: {student_steps} + {len(todo)}/{n} x {steps} = "
+                     f"{spent_steps(student_steps, steps, len(todo), n):g}")
+    if decision is not None:
+        lines.append(f"acceptance rate: {100 * decision.acceptance_rate:.0f}%")
+        if decision.budget_teacher_steps not in (None, steps):
+            lines.append(f"warning: the gate's budget assumed {decision.budget_teacher_steps} teacher steps, "
+                         f"this node runs {steps}")
+    return "\n".join(lines)
+
+
+def merged_images(vae, latent, decision, todo, rows):
+    """Decode only what the gate has not decoded yet."""
+    if decision is None or decision.images is None:
+        return vae.decode(latent["samples"])
+    if not todo:
+        return decision.images
+    return put_rows(decision.images, todo, vae.decode(rows))
+
+
+class TeacherImprove:
+    DESCRIPTION = ("Runs the teacher on the samples the gate rejected (all samples when no gate is "
+                   "connected), as one sub-batch through ComfyUI's samplers. refine: roll the student "
+                   "sample back to a noise level and run a few teacher steps. regenerate: sample from the "
+                   "source latent with the same seed (text-to-image, or SDEdit editing). Kept samples pass "
+                   "through bit-identical, and when the gate keeps every sample the teacher model is never "
+                   "loaded.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("LATENT", "IMAGE", "STRING")
+    RETURN_NAMES = ("latent", "images", "report")
+    OUTPUT_TOOLTIPS = ("Kept student samples and improved samples, in their original order.",
+                       "The same, decoded (kept samples reuse the gate's decode).",
+                       "What the teacher did and the average steps spent.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"lazy": True, "tooltip": "The teacher (e.g. SD1.5, SDXL-Base, SDXL-Refiner). "
+                                                         "Not loaded at all when the gate keeps every sample."}),
+            "positive": ("CONDITIONING", {"lazy": True, "tooltip": "The teacher's prompt conditioning; may differ "
+                                                                   "from the student's (e.g. the SDXL refiner's)."}),
+            "negative": ("CONDITIONING", {"lazy": True, "tooltip": "The teacher's negative conditioning."}),
+            "latent": ("LATENT", {"tooltip": "The student's samples (from the Consistency Student Sampler)."}),
+            "strategy": (list(STRATEGIES), {"default": "refine",
+                                            "tooltip": "refine: rollback + teacher steps from the student "
+                                                       "sample. regenerate: teacher from the source latent "
+                                                       "and the same noise (the paper's choice for editing)."}),
+            "rollback_mode": (list(ROLLBACK_MODES), {"default": "strength",
+                                                     "tooltip": "strength: fraction of the timestep axis, like "
+                                                                "KSampler denoise (the paper's code). vp: "
+                                                                "x = sqrt(1-s) x0 + sqrt(s) z (Algorithm 1)."}),
+            "rollback": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01,
+                                   "tooltip": "How far refine goes back towards noise (0.85 LCM-SDXL, 0.4 "
+                                              "SDXL-Turbo, 0.5 ControlNet in the paper)."}),
+            "steps": ("INT", {"default": 12, "min": 1, "max": 1000,
+                              "tooltip": "Teacher steps R actually run per improved sample."}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "uni_pc",
+                                                                 "tooltip": "Any ComfyUI sampler (the paper: "
+                                                                            "UniPC, DPM++ 2M)."}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal",
+                                                               "tooltip": "Any ComfyUI scheduler."}),
+            "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "The teacher's classifier-free guidance."}),
+            "seed": SEED,
+            "vae": ("VAE", {"tooltip": "Decodes the improved samples (only those)."}),
+        }, "optional": {
+            "gate": (GATE_TYPE, {"tooltip": "The Oracle Gate's decision. Without it every sample is improved "
+                                            "(the 'refine everything' baseline)."}),
+            "source_latent": ("LATENT", {"lazy": True,
+                                         "tooltip": "regenerate only: the latent the student started from."}),
+            "source_denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
+                                         "tooltip": "regenerate only: 1.0 for text-to-image, the editing "
+                                                    "strength (e.g. 0.6) for SDEdit."}),
+        }}
+
+    def check_lazy_status(self, strategy, gate=None, model=None, positive=None, negative=None,
+                          source_latent=None, **_):
+        if gate is not None and not gate.rejected:
+            return []
+        needed = {"model": model, "positive": positive, "negative": negative}
+        if strategy == "regenerate":
+            needed["source_latent"] = source_latent
+        return [name for name, value in needed.items() if value is None]
+
+    def run(self, model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
+            scheduler, cfg, seed, vae, gate=None, source_latent=None, source_denoise=1.0):
+        out, todo, rows = improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps,
+                                  sampler_name, scheduler, cfg, seed, gate, source_latent, source_denoise)
+        text = report(latent, gate, todo, strategy, steps)
+        return {"ui": {"text": [text]}, "result": (out, merged_images(vae, out, gate, todo, rows), text)}
