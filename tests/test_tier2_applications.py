@@ -134,3 +134,25 @@ def test_controlnet_hints_follow_their_samples_into_the_teacher(host):
 
     torch.testing.assert_close(both[1], alone(hints[1:]), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(both[1], alone(hints[:1]), rtol=1e-4, atol=1e-4)
+
+
+def test_calibration_cli_runs_headless(host, tmp_path):
+    """calibrate_cli.py boots its own ComfyUI and writes the calibration file."""
+    import subprocess
+    root = host.models_root
+    cal_dir, out_dir = tmp_path / "calibration", tmp_path / "output"
+    (tmp_path / "paths.yaml").write_text(
+        f"tiny:\n    checkpoints: {root}/checkpoints\n    image_reward: {root}/image_reward\n"
+        f"    image_reward_calibration: {cal_dir}\n")
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS[:4]) + "\n")
+    cli = os.path.join(host.pack_root, "calibrate_cli.py")
+    done = subprocess.run([sys.executable, cli, "--comfyui", host.path, "--cpu",
+                           "--extra-model-paths-config", str(tmp_path / "paths.yaml"),
+                           "--output-directory", str(out_dir), "--checkpoint", TINY_SD15,
+                           "--oracle", TINY_IMAGE_REWARD, "--prompts", str(tmp_path / "prompts.txt"),
+                           "--width", "64", "--height", "64", "--steps", "2", "--name", "cli_cal"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.load(open(cal_dir / "cli_cal.json"))
+    assert data["metadata"]["prompt_count"] == 4 and "50" in data
+    assert "k=50" in done.stdout and list(out_dir.glob("calibration_cli_cal*.png"))

@@ -1,0 +1,110 @@
+"""Headless calibration against a ComfyUI install: the Calibrate node, without the web UI.
+
+    python custom_nodes/comfyui-student-teacher/calibrate_cli.py \
+        --checkpoint v1-5-pruned-emaonly.safetensors --lora lcm-lora-sdv1-5.safetensors \
+        --oracle ImageReward.pt --prompts my_prompts.txt --steps 4 --cfg 1.0 --name lcm_sd15_4steps
+
+Boots ComfyUI in this process (its folder is found from this file's place in custom_nodes/, or
+--comfyui), runs CheckpointLoaderSimple [+ LoraLoaderModelOnly] -> Calibrate Oracle Threshold, and
+writes models/image_reward/calibration/<name>.json plus the histogram in ComfyUI's output folder.
+"""
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+
+PACK = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description="Calibrate the oracle gate's threshold for a student.")
+    p.add_argument("--comfyui", default=os.path.dirname(os.path.dirname(PACK)),
+                   help="ComfyUI folder (default: the one whose custom_nodes/ holds this pack)")
+    p.add_argument("--extra-model-paths-config", help="an extra_model_paths.yaml, as ComfyUI takes it")
+    p.add_argument("--output-directory", help="where the histogram goes (default: ComfyUI's output folder)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU")
+    p.add_argument("--checkpoint", required=True, help="student checkpoint in models/checkpoints")
+    p.add_argument("--lora", help="LCM-LoRA in models/loras, applied to the checkpoint's model")
+    p.add_argument("--oracle", default="ImageReward.pt", help="file in models/image_reward")
+    p.add_argument("--prompts", required=True, help="text file, one held-out prompt per line")
+    p.add_argument("--max-prompts", type=int, default=0, help="use the first N prompts (0 = all)")
+    p.add_argument("--negative", default="", help="negative prompt")
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("--steps", type=int, default=4, help="student steps, as the gate's graph uses")
+    p.add_argument("--cfg", type=float, default=1.0, help="student cfg, as the gate's graph uses")
+    p.add_argument("--schedule", choices=("lcm", "turbo"), default="lcm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--name", required=True, help="saved as models/image_reward/calibration/<name>.json")
+    return p.parse_args(argv)
+
+
+def calibration_graph(a, prompts_text):
+    model = ["ckpt", 0]
+    g = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": a.checkpoint}},
+         "oracle": {"class_type": "StudentTeacherLoadImageRewardOracle",
+                    "inputs": {"oracle_file": a.oracle, "device": "cpu" if a.cpu else "auto", "dtype": "auto",
+                               "preprocess": "exact", "batch_size": 8}}}
+    if a.lora:
+        g["lora"] = {"class_type": "LoraLoaderModelOnly",
+                     "inputs": {"model": model, "lora_name": a.lora, "strength_model": 1.0}}
+        model = ["lora", 0]
+    g["cal"] = {"class_type": "StudentTeacherCalibrateThreshold",
+                "inputs": {"model": model, "clip": ["ckpt", 1], "vae": ["ckpt", 2], "oracle": ["oracle", 0],
+                           "prompts": prompts_text, "prompts_file": "none", "max_prompts": a.max_prompts,
+                           "negative_prompt": a.negative, "width": a.width, "height": a.height,
+                           "steps": a.steps, "cfg": a.cfg, "schedule": a.schedule, "seed": a.seed,
+                           "batch_size": a.batch_size, "filename": a.name}}
+    g["save"] = {"class_type": "SaveImage", "inputs": {"images": ["cal", 0], "filename_prefix": f"calibration_{a.name}"}}
+    return g
+
+
+def boot_comfyui(a):
+    """ComfyUI's start-up steps that matter here: args, folders, core nodes, this pack."""
+    if not os.path.isfile(os.path.join(a.comfyui, "nodes.py")):
+        raise SystemExit(f"--comfyui {a.comfyui} is not a ComfyUI folder (no nodes.py)")
+    sys.path.insert(0, a.comfyui)
+    from comfy.cli_args import args
+    args.cpu = a.cpu
+    args.disable_api_nodes = True
+    import folder_paths  # before nodes, which shadows `utils`
+    import utils.extra_config
+    import utils.install_util  # noqa: F401
+    if a.output_directory:
+        folder_paths.set_output_directory(a.output_directory)
+    if a.extra_model_paths_config:
+        utils.extra_config.load_extra_path_config(a.extra_model_paths_config)
+    import execution
+    import nodes
+    import server
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    srv = server.PromptServer(loop)
+    loop.run_until_complete(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    if not loop.run_until_complete(nodes.load_custom_node(PACK)):
+        raise SystemExit("the Student-Teacher pack failed to load; see the log above")
+    return loop, srv, execution
+
+
+def main(argv=None):
+    a = parse(argv)
+    with open(a.prompts, encoding="utf-8") as f:
+        prompts_text = f.read()
+    loop, srv, execution = boot_comfyui(a)
+    graph = calibration_graph(a, prompts_text)
+    prompt_id = uuid.uuid4().hex
+    ok, error, outputs, node_errors = loop.run_until_complete(execution.validate_prompt(prompt_id, graph, None))[:4]
+    if not ok:
+        raise SystemExit(f"invalid settings: {error.get('message')}: {json.dumps(node_errors, indent=1)}")
+    executor = execution.PromptExecutor(srv)
+    loop.run_until_complete(executor.execute_async(graph, prompt_id, {}, outputs))
+    if not executor.success:
+        raise SystemExit("calibration failed; see the log above")
+    print(executor.caches.outputs.get("cal")[1][0])
+
+
+if __name__ == "__main__":
+    main()
