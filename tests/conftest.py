@@ -7,3 +7,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+# Tier-2 fixtures (comfy, tiny_models, fresh_comfy): importing the harness never imports
+# ComfyUI; the fixtures skip without COMFYUI_PATH (see tests/comfyui_harness.py).
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+from comfyui_harness import comfy, fresh_comfy, tiny_models  # noqa: E402,F401

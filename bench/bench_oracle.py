@@ -1,0 +1,170 @@
+"""Benchmark: ImageReward oracle time per image vs batch size, and relative to one student step.
+
+    python bench/bench_oracle.py                       # CPU, batches 1,2,4,8
+    python bench/bench_oracle.py --device cuda --dtype fp16
+    python bench/bench_oracle.py --batches 1,2 --repeats 1 --no-unet   # quick
+
+Model: full-size ImageReward (random init by default; --standin uses the deterministic
+stand-in weights from ../shared/tools if present). Inputs: ComfyUI-style IMAGE batches
+[B, 512, 512, 3] float on the CPU (as a VAE decode leaves them), one prompt for all.
+Student step: one forward of a full-size SD1.5 UNet (diffusers UNet2DConditionModel with the
+SD1.5 config, random init, latent 64x64, batch B, cfg 1 -> one forward), same device/dtype.
+Prints a table; --json writes the numbers too. Not a test.
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from oracle import ImageReward, ImageRewardConfig, ImageRewardOracle  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
+
+SD15_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                      "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, act_fn="silu",
+)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, repeats, warmup):
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def build_oracle_model(args, device, dtype):
+    if args.standin:
+        sys.path.insert(0, os.path.join(os.path.dirname(ROOT), "shared", "tools"))
+        from imagereward_test_weights import load_key_spec, make_state_dict
+        from oracle.checkpoint import validate_state_dict
+        sd, cfg = validate_state_dict(make_state_dict(load_key_spec(), seed=0))
+        with torch.device("meta"):
+            m = ImageReward(cfg)
+        m.load_state_dict(sd, strict=True, assign=True)
+        del sd
+    else:
+        torch.manual_seed(0)
+        m = ImageReward(ImageRewardConfig.full())
+    return m.to(device=device, dtype=dtype).requires_grad_(False).eval()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
+    ap.add_argument("--batches", default="1,2,4,8")
+    ap.add_argument("--modes", default="exact,fast")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up runs (batch 1 only on CPU)")
+    ap.add_argument("--image-size", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    ap.add_argument("--no-unet", action="store_true")
+    ap.add_argument("--standin", action="store_true", help="use the shared stand-in weights")
+    ap.add_argument("--json", default="", help="also write results to this JSON file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    batches = [int(b) for b in args.batches.split(",")]
+    modes = args.modes.split(",")
+    info = {"device": str(device), "dtype": args.dtype, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+            "image_size": args.image_size, "results": []}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    print(f"# {info}")
+
+    t0 = time.perf_counter()
+    model = build_oracle_model(args, device, dtype)
+    print(f"# ImageReward built in {time.perf_counter() - t0:.1f}s, "
+          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params")
+    g = torch.Generator().manual_seed(0)
+    from oracle.preprocess import preprocess_exact, preprocess_fast
+    size = model.config.image_size
+    imgs = torch.rand(max(batches), args.image_size, args.image_size, 3, generator=g)
+    pre = {"exact": lambda: preprocess_exact(imgs, size).to(device),
+           "fast": lambda: preprocess_fast(imgs, size, device=device)}
+    for mode in modes:
+        t = timeit(pre[mode], device, max(3, args.repeats), 1)
+        info[f"preprocess_{mode}_ms_per_image"] = 1000 * t / len(imgs)
+        print(f"preprocess only, {mode:5s}: {1000 * t / len(imgs):7.1f} ms/image "
+              f"({args.image_size}px -> {size}px)", flush=True)
+    oracle_t = {}
+    for mode in modes:
+        for b in batches:
+            orc = ImageRewardOracle(model, preprocess=mode, batch_size=b)
+            imgs = torch.rand(b, args.image_size, args.image_size, 3, generator=g)
+            warm = args.warmup if (device.type == "cuda" or b == batches[0]) else 0
+            t = timeit(lambda: orc.score(imgs, PROMPT), device, args.repeats, warm)
+            oracle_t[(mode, b)] = t
+            print(f"oracle {mode:5s} batch {b}: {t:7.3f} s/batch  {t / b:7.3f} s/image", flush=True)
+    del model, orc
+    gc.collect()
+
+    unet_t = {}
+    if not args.no_unet:
+        from diffusers import UNet2DConditionModel
+        from diffusers.utils import logging as dlog
+        dlog.set_verbosity_error()
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        unet = UNet2DConditionModel(**SD15_UNET).to(device=device, dtype=dtype).eval()
+        unet.requires_grad_(False)
+        print(f"# SD1.5 UNet built in {time.perf_counter() - t0:.1f}s, "
+              f"{sum(p.numel() for p in unet.parameters()) / 1e6:.1f}M params")
+        for b in batches:
+            lat = torch.randn(b, 4, 64, 64, generator=g).to(device, dtype)
+            ctx = torch.randn(b, 77, 768, generator=g).to(device, dtype)
+            ts = torch.full((b,), 999, device=device)
+
+            def step():
+                with torch.inference_mode():
+                    unet(lat, ts, encoder_hidden_states=ctx, return_dict=False)
+            warm = args.warmup if (device.type == "cuda" or b == batches[0]) else 0
+            unet_t[b] = timeit(step, device, args.repeats, warm)
+            print(f"student step (SD1.5 UNet fwd) batch {b}: {unet_t[b]:7.3f} s", flush=True)
+        del unet
+        gc.collect()
+
+    print("\n| preprocess | batch | oracle s/batch | oracle s/image | student step s | oracle / step |")
+    print("|---|---|---|---|---|---|")
+    for (mode, b), t in oracle_t.items():
+        u = unet_t.get(b)
+        ratio = f"{t / u:.2f}" if u else "-"
+        ustr = f"{u:.3f}" if u else "-"
+        print(f"| {mode} | {b} | {t:.3f} | {t / b:.3f} | {ustr} | {ratio} |")
+        info["results"].append({"mode": mode, "batch": b, "oracle_s": t, "oracle_s_per_image": t / b,
+                                "student_step_s": u, "ratio": (t / u) if u else None})
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(info, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

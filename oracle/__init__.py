@@ -1,0 +1,18 @@
+"""Reward oracles for the node pack: ImageReward (Xu et al. 2023) reimplemented in plain torch.
+
+Host-free: never imports ComfyUI; needs only torch, numpy, PIL, safetensors and tokenizers.
+"""
+from .base import Oracle
+from .calibration import (CalibrationError, percentile_thresholds, read_calibration,
+                          render_histogram, tau_for_k, write_calibration)
+from .checkpoint import OPTIONAL_KEYS, OracleLoadError, load_image_reward, read_state_dict
+from .image_reward import ImageReward, ImageRewardConfig
+from .scorer import ImageRewardOracle
+from .tokenizer import BertTokenizer
+
+__all__ = [
+    "ImageRewardConfig", "ImageReward", "load_image_reward", "ImageRewardOracle",
+    "OracleLoadError", "Oracle", "CalibrationError", "BertTokenizer", "OPTIONAL_KEYS",
+    "read_state_dict", "percentile_thresholds", "write_calibration", "read_calibration",
+    "tau_for_k", "render_histogram",
+]

@@ -1,0 +1,153 @@
+"""Image preprocessing for ImageReward.
+
+``exact`` reproduces the original pipeline bit for bit, with PIL + numpy only:
+    torchvision Resize(S, BICUBIC) of the short side (PIL resample; the long side becomes
+    int(S * long / short), truncated; no resize at all when the short side already is S)
+    -> CenterCrop(S) (offsets int(round((dim - S) / 2)), Python rounding) -> RGB -> ToTensor
+    (/255) -> Normalize(CLIP mean, CLIP std), all in float32.
+ComfyUI IMAGE floats are first turned into uint8 as ComfyUI's SaveImage does:
+    np.clip(255. * x, 0, 255).astype(np.uint8)   (truncation, not rounding)
+
+``fast`` does the same geometry as one batched torch bicubic interpolation (antialias=True) on
+the model's device, with the same uint8 quantisation before and after; it drifts slightly from
+PIL's filter (see docs/oracle.md for the measured score drift).
+"""
+from typing import List, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+ImagesLike = Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]]
+
+
+def resized_size(h: int, w: int, size: int) -> Tuple[int, int]:
+    """torchvision's Resize(int) output (h, w): short side -> size, long side truncated."""
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    return (new_long, new_short) if w <= h else (new_short, new_long)
+
+
+def crop_offsets(h: int, w: int, size: int) -> Tuple[int, int]:
+    """torchvision's CenterCrop offsets (top, left)."""
+    return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+
+
+def split_images(images: ImagesLike) -> List:
+    """A [B,H,W,C] batch or a list of [H,W,C] images -> list of [H,W,C] images."""
+    if isinstance(images, (torch.Tensor, np.ndarray)):
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise ValueError(f"images must be [B, H, W, C] (ComfyUI IMAGE), got shape "
+                             f"{tuple(images.shape)}")
+        return [images[i] for i in range(images.shape[0])]
+    out = list(images)
+    for i, im in enumerate(out):
+        if not isinstance(im, (torch.Tensor, np.ndarray)) or im.ndim not in (2, 3):
+            raise ValueError(f"image {i} must be an [H, W, C] tensor or array, got "
+                             f"{type(im).__name__} {tuple(getattr(im, 'shape', ()))}")
+    return out
+
+
+def to_uint8(image) -> np.ndarray:
+    """[H,W,C] float 0..1 (tensor or array, any device) or uint8 -> uint8 array, ComfyUI-style."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu()
+        if image.dtype == torch.uint8:
+            return image.numpy()
+        if image.dtype not in (torch.float32, torch.float64):
+            image = image.float()
+        image = image.numpy()
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(f"images must be float 0..1 or uint8, got {image.dtype}")
+    return np.clip(255.0 * image, 0, 255).astype(np.uint8)
+
+
+def _to_pil(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return Image.fromarray(arr, "L")
+    if arr.shape[-1] == 3:
+        return Image.fromarray(arr, "RGB")
+    if arr.shape[-1] == 4:
+        return Image.fromarray(arr, "RGBA")
+    raise ValueError(f"images must have 1, 3 or 4 channels, got {arr.shape[-1]}")
+
+
+def exact_one(image, size: int) -> torch.Tensor:
+    """One image -> [3, size, size] float32 CPU, identical to the original transform."""
+    im = _to_pil(to_uint8(image))
+    w, h = im.size
+    nh, nw = resized_size(h, w, size)
+    if (nh, nw) != (h, w):
+        im = im.resize((nw, nh), Image.BICUBIC)
+    top, left = crop_offsets(nh, nw, size)
+    if (top, left, nh, nw) != (0, 0, size, size):
+        im = im.crop((left, top, left + size, top + size))
+    arr = np.asarray(im.convert("RGB"))
+    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
+    return t.sub_(mean).div_(std)
+
+
+def preprocess_exact(images: ImagesLike, size: int = 224) -> torch.Tensor:
+    """-> [B, 3, size, size] float32 CPU (images of different sizes allowed)."""
+    return torch.stack([exact_one(im, size) for im in split_images(images)])
+
+
+def _fast_group(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x [B,H,W,C] float 0..1 or uint8 on the target device -> [B,3,size,size] float32."""
+    if x.dtype == torch.uint8:
+        x = x.to(torch.float32)
+    else:
+        x = (x.to(torch.float32) * 255.0).clamp_(0, 255).floor_()  # ComfyUI's uint8 cast
+    c = x.shape[-1]
+    if c == 1:
+        x = x.expand(*x.shape[:-1], 3)
+    elif c == 4:
+        x = x[..., :3]
+    elif c != 3:
+        raise ValueError(f"images must have 1, 3 or 4 channels, got {c}")
+    x = x.permute(0, 3, 1, 2) / 255.0
+    h, w = x.shape[-2:]
+    nh, nw = resized_size(h, w, size)
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+        x = (x * 255.0).round_().clamp_(0, 255) / 255.0  # PIL returns uint8
+    top, left = crop_offsets(nh, nw, size)
+    x = x[..., top: top + size, left: left + size]
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device)[:, None, None]
+    return (x - mean) / std
+
+
+def preprocess_fast(images: ImagesLike, size: int = 224, device=None) -> torch.Tensor:
+    """Batched torch preprocessing on ``device`` -> [B, 3, size, size] float32 there."""
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if isinstance(images, torch.Tensor):
+        if images.ndim == 3:
+            images = images[None]
+        if images.ndim != 4:
+            raise ValueError(f"images must be [B, H, W, C] (ComfyUI IMAGE), got shape "
+                             f"{tuple(images.shape)}")
+        return _fast_group(images.to(device) if device is not None else images, size)
+    outs = []
+    for im in split_images(images):
+        im = torch.as_tensor(im)
+        if im.ndim == 2:
+            im = im[..., None]
+        if device is not None:
+            im = im.to(device)
+        outs.append(_fast_group(im[None], size))
+    return torch.cat(outs)

@@ -1,0 +1,94 @@
+"""Preprocessing: `exact` is bit-identical to the original torchvision pipeline; `fast` is close."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from oracle.preprocess import (CLIP_MEAN, CLIP_STD, crop_offsets, preprocess_exact,
+                               preprocess_fast, resized_size, to_uint8)
+
+SIZES = [(512, 512), (256, 320), (427, 640), (96, 64), (224, 224), (225, 224), (224, 300),
+         (1, 5), (333, 1000), (31, 33)]
+
+
+def img(h, w, seed=0):
+    rs = np.random.RandomState(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.stack([xx / w, yy / h, (xx + yy) / (w + h)], axis=-1)
+    return ((0.6 * ramp + 0.4 * rs.rand(h, w, 3)) * 255).astype(np.uint8)
+
+
+def test_resize_rule_truncates_long_side():
+    assert resized_size(427, 640, 224) == (224, 335)  # 335.7 -> 335
+    assert resized_size(96, 64, 224) == (336, 224)
+    assert resized_size(512, 512, 224) == (224, 224)
+    assert resized_size(256, 320, 224) == (224, 280)
+
+
+def test_crop_offsets_use_python_rounding():
+    assert crop_offsets(224, 335, 224) == (0, 56)  # 55.5 -> 56 (round half to even)
+    assert crop_offsets(224, 225, 224) == (0, 0)  # 0.5 -> 0
+    assert crop_offsets(227, 224, 224) == (2, 0)  # 1.5 -> 2
+
+
+def test_comfy_float_to_uint8_truncates():
+    x = torch.tensor([[[0.0, 0.5, 0.999]]])
+    assert to_uint8(x).tolist() == [[[0, 127, 254]]]
+    assert to_uint8(torch.tensor([[[-1.0, 2.0, 1.0]]])).tolist() == [[[0, 255, 255]]]
+    u = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, -1)
+    assert np.array_equal(to_uint8(torch.from_numpy(u).float() / 255.0), u)
+
+
+def test_square_image_at_size_is_only_normalised():
+    a = img(32, 32)
+    out = preprocess_exact([a], 32)[0]
+    ref = (torch.from_numpy(a).permute(2, 0, 1).float() / 255 - torch.tensor(CLIP_MEAN)[:, None, None]) \
+        / torch.tensor(CLIP_STD)[:, None, None]
+    assert torch.allclose(out, ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("hw", SIZES)
+def test_exact_matches_torchvision_bit_for_bit(hw):
+    tv = pytest.importorskip("torchvision.transforms")
+    try:
+        from torchvision.transforms import InterpolationMode
+        bicubic = InterpolationMode.BICUBIC
+    except ImportError:  # pragma: no cover
+        bicubic = Image.BICUBIC
+    original = tv.Compose([tv.Resize(224, interpolation=bicubic), tv.CenterCrop(224),
+                           lambda im: im.convert("RGB"), tv.ToTensor(),
+                           tv.Normalize(CLIP_MEAN, CLIP_STD)])
+    a = img(*hw, seed=hw[0])
+    ref = original(Image.fromarray(a))
+    ours = preprocess_exact([torch.from_numpy(a).float() / 255.0], 224)[0]
+    assert torch.equal(ours, ref)
+
+
+def test_fast_is_close_to_exact():
+    for hw in [(256, 320), (96, 64), (427, 640), (224, 224)]:
+        a = torch.from_numpy(img(*hw)).float() / 255.0
+        e = preprocess_exact([a], 224)
+        f = preprocess_fast(a[None], 224)
+        assert f.shape == e.shape == (1, 3, 224, 224)
+        # in normalised units (1/255 of range ~ 0.015)
+        assert (f - e).abs().mean() < 0.03, hw
+
+
+def test_fast_batch_and_list_inputs():
+    b = torch.rand(3, 50, 70, 3)
+    assert preprocess_fast(b, 32).shape == (3, 3, 32, 32)
+    lst = [torch.rand(50, 70, 3), torch.rand(20, 10, 3)]
+    assert preprocess_fast(lst, 32).shape == (2, 3, 32, 32)
+    assert preprocess_exact(lst, 32).shape == (2, 3, 32, 32)
+
+
+def test_grey_and_rgba_inputs():
+    g = torch.rand(1, 40, 40, 1)
+    rgba = torch.rand(1, 40, 40, 4)
+    for x in (g, rgba):
+        assert preprocess_exact(x, 32).shape == (1, 3, 32, 32)
+        assert preprocess_fast(x, 32).shape == (1, 3, 32, 32)
+    with pytest.raises(ValueError, match="channels"):
+        preprocess_exact(torch.rand(1, 8, 8, 2), 32)
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+        preprocess_exact(torch.rand(8, 8), 32)

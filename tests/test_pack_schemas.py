@@ -1,0 +1,27 @@
+"""tests/data/pack_object_info.json (the pack's node schemas for the tier-1 workflow checks).
+
+Tier 1: the snapshot is well-formed. Tier 2: it equals what the live pack serves at /object_info;
+when it does not, regenerate it with tests/update_pack_schemas.py."""
+import json
+
+import workflow_format as W
+from comfyui_harness import PACK_NODE_PREFIX, pack_object_info
+from update_pack_schemas import FIX, diff
+
+
+def test_snapshot_is_well_formed():
+    with open(W.PACK_OBJECT_INFO, encoding="utf-8") as f:
+        info = json.load(f)
+    assert info
+    for name, entry in info.items():
+        assert name.startswith(PACK_NODE_PREFIX) and entry["name"] == name
+        assert {"input", "input_order", "output", "output_name", "category"} <= set(entry)
+
+
+def test_snapshot_matches_the_live_pack(comfy):
+    live = pack_object_info(comfy)
+    with open(W.PACK_OBJECT_INFO, encoding="utf-8") as f:
+        snapshot = json.load(f)
+    changes = diff(snapshot, live)
+    assert not changes, "tests/data/pack_object_info.json is stale:\n  " + "\n  ".join(changes) + f"\nfix: {FIX}"
+    assert set(live) == set(comfy.pack_nodes)

@@ -1,0 +1,96 @@
+"""The shipped workflows (workflows/*.json).
+
+Tier 1: each one validates against the node schemas (core 0.3.64 + the pack's snapshot) with no
+problems and converts to an API prompt. Tier 2 (COMFYUI_PATH): each one, converted the way the
+front end does and with its model files swapped for the tiny test models, executes in real
+ComfyUI."""
+import glob
+import os
+
+import pytest
+
+import workflow_format as W
+from comfyui_harness import (TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_LCM_LORA_SDXL,
+                             TINY_SD15, TINY_SDXL, TINY_SDXL_REFINER, run_prompt)
+
+WORKFLOW_DIR = os.path.join(W.REPO_ROOT, "workflows")
+WORKFLOWS = sorted(glob.glob(os.path.join(WORKFLOW_DIR, "*.json")))
+
+
+def ckpt_for(name: str) -> str:
+    """The tiny checkpoint standing in for a real one, by its file name."""
+    n = name.lower()
+    if "refiner" in n:
+        return TINY_SDXL_REFINER
+    if "xl" in n or "turbo" in n:
+        return TINY_SDXL
+    return TINY_SD15
+
+
+def lora_for(name: str) -> str:
+    return TINY_LCM_LORA_SDXL if "xl" in name.lower() else TINY_LCM_LORA_SD15
+
+
+# Default substitutions for every workflow: {"[Class.]input": value or f(class, input, old)}.
+DEFAULT_SUBSTITUTIONS = {
+    "ckpt_name": lambda cls, name, old: ckpt_for(old),
+    "lora_name": lambda cls, name, old: lora_for(old),
+    "control_net_name": TINY_CONTROLNET_SD15,
+    "oracle_file": TINY_IMAGE_REWARD,
+    # small images: the tiny models are about wiring, not quality
+    "EmptyLatentImage.width": 64,
+    "EmptyLatentImage.height": 64,
+}
+
+# Per-workflow additions/overrides (the hook): file name -> {"[Class.]input": value}.
+SUBSTITUTIONS = {
+    "calibrate_student.json": {"StudentTeacherCalibrateThreshold.max_prompts": 2,
+                               "StudentTeacherCalibrateThreshold.width": 64,
+                               "StudentTeacherCalibrateThreshold.height": 64},
+}
+
+
+def ids(paths):
+    return [os.path.basename(p) for p in paths]
+
+
+@pytest.fixture(scope="module")
+def schemas():
+    return W.load_schemas()
+
+
+def test_schemas_cover_the_pack(schemas):
+    """Always runs (also with no workflows): the core and pack schemas load."""
+    assert "KSampler" in schemas
+    pack = [k for k in schemas if k.startswith("StudentTeacher")]
+    assert pack, "tests/data/pack_object_info.json lists no pack nodes"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_workflow_is_valid(schemas, path):
+    wf = W.load_workflow(path)
+    assert W.validate_workflow(wf, schemas) == []
+    prompt = W.to_api_prompt(wf, schemas)
+    assert prompt, "the workflow has no executable nodes"
+
+
+def tiny_prompt(schemas, path):
+    prompt = W.to_api_prompt(W.load_workflow(path), schemas)
+    subs = {**DEFAULT_SUBSTITUTIONS, **SUBSTITUTIONS.get(os.path.basename(path), {})}
+    return W.substitute(prompt, subs)
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=ids(WORKFLOWS))
+def test_workflow_runs_in_comfyui(comfy, schemas, path):
+    prompt = tiny_prompt(schemas, path)
+    for node in prompt.values():  # build the tiny models this workflow uses
+        for value in node["inputs"].values():
+            if isinstance(value, str) and value.startswith("tiny_") and value.endswith(".safetensors"):
+                comfy.tiny(value)
+    try:
+        run = run_prompt(comfy, prompt, fresh=True)
+        outputs = [nid for nid, n in prompt.items()
+                   if getattr(comfy.nodes.NODE_CLASS_MAPPINGS[n["class_type"]], "OUTPUT_NODE", False)]
+        assert outputs and all(run.ran(nid) for nid in outputs)
+    finally:
+        comfy.free_memory()

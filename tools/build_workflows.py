@@ -1,0 +1,849 @@
+#!/usr/bin/env python
+"""Generate the shipped example workflows (workflows/*.json, ComfyUI front end UI format 0.4).
+
+Each workflow is described compactly below (nodes, their widget values by NAME, links as
+`input=other_node.OUTPUT`). Widget order, link types and slot numbers come from the node schemas:
+ComfyUI's core nodes from a saved `GET /object_info` (shared/data/comfyui/object_info-0.3.64.json)
+and this pack's nodes from their live INPUT_TYPES (the pack loaded in-process into the ComfyUI
+checkout named by --comfyui / $COMFYUI_PATH) or, without a ComfyUI, from tests/data/pack_object_info.json.
+
+    python tools/build_workflows.py                 # (re)write workflows/*.json
+    python tools/build_workflows.py --check         # exit 1 if a file differs from what it would write
+    python tools/build_workflows.py --only sd15_lcm_lora_refine
+
+Layout: every node belongs to a group (Student, Oracle, Teacher, Output) or is a note; groups are laid
+out left to right, nodes stacked in the group's columns. Seeds are written "fixed" so a shipped
+workflow reproduces; change them in the UI.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import uuid
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT_DIR = os.path.join(REPO, "workflows")
+CORE_OBJECT_INFO = os.path.join(os.path.dirname(REPO), "shared", "data", "comfyui", "object_info-0.3.64.json")
+PACK_OBJECT_INFO = os.path.join(REPO, "tests", "data", "pack_object_info.json")
+PACK_PREFIX = "StudentTeacher"
+FRONTEND_VERSION = "1.27.10"
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+# front-end-only nodes (never executed, not in /object_info): type -> widget names
+FRONTEND_ONLY = {"MarkdownNote": ["text"], "Note": ["text"]}
+
+GROUP_COLORS = {"Student": "#3f789e", "Oracle": "#b58b2a", "Teacher": "#a1309b", "Output": "#8A8"}
+GROUP_ORDER = ["Student", "Oracle", "Teacher", "Output"]
+COL_GAP, ROW_GAP, GROUP_GAP, GROUP_PAD, GROUP_TITLE = 30, 20, 40, 15, 45
+NODE_TITLE = 30  # the title bar is drawn above pos; size excludes it
+# front end 1.27: nodes lose their text below scale MinFontSizeForLOD (8) / NODE_TEXT_SIZE (14)
+MIN_READABLE_SCALE = 0.58
+
+# Model files, as users download them (name, ComfyUI/models/<folder>, where from)
+MODELS = {
+    "sd15": ("v1-5-pruned-emaonly.safetensors", "checkpoints",
+             "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5"),
+    "lcm_lora_sd15": ("lcm-lora-sdv1-5.safetensors", "loras",
+                      "https://huggingface.co/latent-consistency/lcm-lora-sdv1-5 (rename pytorch_lora_weights.safetensors)"),
+    "sdxl": ("sd_xl_base_1.0.safetensors", "checkpoints",
+             "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0"),
+    "lcm_lora_sdxl": ("lcm-lora-sdxl.safetensors", "loras",
+                      "https://huggingface.co/latent-consistency/lcm-lora-sdxl (rename pytorch_lora_weights.safetensors)"),
+    "sdxl_turbo": ("sd_xl_turbo_1.0_fp16.safetensors", "checkpoints", "https://huggingface.co/stabilityai/sdxl-turbo"),
+    "sdxl_refiner": ("sd_xl_refiner_1.0.safetensors", "checkpoints",
+                     "https://huggingface.co/stabilityai/stable-diffusion-xl-refiner-1.0"),
+    "cn_canny": ("control_v11p_sd15_canny.pth", "controlnet", "https://huggingface.co/lllyasviel/ControlNet-v1-1"),
+    "cn_seg": ("control_v11p_sd15_seg.pth", "controlnet", "https://huggingface.co/lllyasviel/ControlNet-v1-1"),
+    "image_reward": ("ImageReward.pt", "image_reward", "https://huggingface.co/THUDM/ImageReward"),
+}
+
+
+def model_table(*keys):
+    rows = ["| file | put it in | from |", "|---|---|---|"]
+    for k in keys:
+        name, folder, src = MODELS[k]
+        rows.append(f"| `{name}` | `ComfyUI/models/{folder}/` | {src} |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# schemas
+# ----------------------------------------------------------------------------------------------
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o)))
+
+
+def live_pack_schemas(comfyui):
+    """The pack's node schemas, /object_info style, from the pack loaded into ComfyUI in-process."""
+    sys.path.insert(0, comfyui)
+    saved_argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
+    try:
+        from comfy.cli_args import args
+        args.cpu = True
+        import folder_paths  # noqa: F401  (before nodes: nodes.py shadows `utils`)
+        import utils.extra_config  # noqa: F401
+        import utils.install_util  # noqa: F401
+        import nodes
+        import server
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        server.PromptServer(loop)
+        if not loop.run_until_complete(nodes.load_custom_node(REPO)):
+            raise RuntimeError(f"the pack at {REPO} failed to load into {comfyui}")
+    finally:
+        sys.argv = saved_argv
+    out = {}
+    for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
+        if not name.startswith(PACK_PREFIX):
+            continue
+        it = cls.INPUT_TYPES()
+        out[name] = _jsonable({
+            "input": it, "input_order": {k: list(v.keys()) for k, v in it.items()},
+            "output": list(cls.RETURN_TYPES), "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
+            "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+        })
+    return out
+
+
+def load_schemas(core_path, comfyui):
+    with open(core_path, encoding="utf-8") as f:
+        schemas = json.load(f)
+    if comfyui and os.path.isdir(comfyui):
+        pack = live_pack_schemas(comfyui)
+        source = f"live pack in {comfyui}"
+    elif os.path.exists(PACK_OBJECT_INFO):
+        with open(PACK_OBJECT_INFO, encoding="utf-8") as f:
+            pack = json.load(f)
+        source = PACK_OBJECT_INFO
+    else:
+        raise SystemExit("no pack schemas: give --comfyui (or set COMFYUI_PATH), or generate "
+                         "tests/data/pack_object_info.json")
+    if not any(k.startswith(PACK_PREFIX) for k in pack):
+        raise SystemExit(f"no {PACK_PREFIX}* nodes in {source}")
+    schemas.update(pack)
+    return schemas, source
+
+
+class Schema:
+    """One node type's inputs in front-end order: sockets first, then widgets (input_order)."""
+
+    def __init__(self, type_, info):
+        self.type = type_
+        self.sockets, self.widgets, self.specs, self.optional = [], [], {}, set()
+        order = info.get("input_order") or {s: list(v) for s, v in info["input"].items()}
+        for section in ("required", "optional"):
+            for name in order.get(section, []):
+                spec = info["input"][section][name]
+                self.specs[name] = spec
+                if section == "optional":
+                    self.optional.add(name)
+                (self.widgets if self.is_widget(spec) else self.sockets).append(name)
+        self.outputs = list(info.get("output", []))
+        self.output_names = list(info.get("output_name") or self.outputs)
+
+    @staticmethod
+    def kind(spec):
+        t = spec[0]
+        return "COMBO" if isinstance(t, list) else t
+
+    @staticmethod
+    def opts(spec):
+        return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+
+    def is_widget(self, spec):
+        return self.kind(spec) in WIDGET_TYPES and not self.opts(spec).get("forceInput")
+
+    def input_type(self, name):
+        return self.kind(self.specs[name])
+
+    def default(self, name):
+        spec = self.specs[name]
+        o = self.opts(spec)
+        if "default" in o:
+            return o["default"]
+        if self.kind(spec) == "COMBO":
+            choices = spec[0] if isinstance(spec[0], list) else o.get("options", [])
+            return choices[0] if choices else None
+        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.kind(spec))
+
+    def check_value(self, name, value):
+        spec, o = self.specs[name], self.opts(self.specs[name])
+        kind = self.kind(spec)
+        if kind == "COMBO":
+            choices = spec[0] if isinstance(spec[0], list) else o.get("options", [])
+            # model/input-file combos are empty or machine-specific in object_info; others must match
+            if choices and name not in ("ckpt_name", "lora_name", "control_net_name", "oracle_file", "image",
+                                        "unet_name", "vae_name") and value not in choices:
+                raise ValueError(f"{self.type}.{name}: {value!r} not in {choices}")
+        elif kind in ("INT", "FLOAT"):
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{self.type}.{name}: {value!r} is not a number")
+            if ("min" in o and value < o["min"]) or ("max" in o and value > o["max"]):
+                raise ValueError(f"{self.type}.{name}: {value} outside [{o.get('min')}, {o.get('max')}]")
+            if kind == "INT" and int(value) != value:
+                raise ValueError(f"{self.type}.{name}: {value} is not an integer")
+        elif kind == "STRING" and not isinstance(value, str):
+            raise ValueError(f"{self.type}.{name}: {value!r} is not a string")
+
+    def extra_widget_value(self, name):
+        """Front-end widgets that follow an input's widget in widgets_values."""
+        o = self.opts(self.specs[name])
+        if o.get("control_after_generate"):
+            return ["fixed"]
+        if o.get("image_upload"):
+            return ["image"]
+        return []
+
+
+# ----------------------------------------------------------------------------------------------
+# graph description
+# ----------------------------------------------------------------------------------------------
+class Out:
+    def __init__(self, node, slot):
+        self.node, self.slot = node, slot
+
+
+class Node:
+    def __init__(self, wf, type_, group, col, title, size, values, links):
+        self.wf, self.type, self.group, self.col, self.title = wf, type_, group, col, title
+        self.size_override, self.values, self.links = size, values, links
+        self.id = None
+
+    def __getattr__(self, name):  # node.MODEL / node.latent -> output reference
+        if name.startswith("_") or name in ("wf", "type"):
+            raise AttributeError(name)
+        schema = self.wf.schema(self.type)
+        for names in (schema.output_names, schema.outputs):
+            if name in names:
+                return Out(self, names.index(name))
+        raise AttributeError(f"{self.type} has no output {name!r} ({schema.output_names})")
+
+    def __getitem__(self, slot):
+        return Out(self, slot)
+
+
+class Workflow:
+    def __init__(self, schemas, name):
+        self.schemas, self.name, self.nodes, self.notes = schemas, name, [], []
+        self.rows = None  # [[block, ...], ...]: blocks are group titles or "note"
+
+    def schema(self, type_):
+        if type_ not in self.schemas:
+            raise KeyError(f"unknown node type {type_!r}")
+        return Schema(type_, self.schemas[type_])
+
+    def add(self, type_, group=None, col=0, title=None, size=None, **kw):
+        values = {k: v for k, v in kw.items() if not isinstance(v, Out)}
+        links = {k: v for k, v in kw.items() if isinstance(v, Out)}
+        node = Node(self, type_, group, col, title, size, values, links)
+        self.nodes.append(node)
+        return node
+
+    def note(self, text, size=(420, 600), title="Read me"):
+        n = Node(self, "MarkdownNote", None, 0, title, size, {"text": text}, {})
+        self.notes.append(n)
+        return n
+
+    # --- serialisation -----------------------------------------------------------------------
+    def _estimate_size(self, node, schema):
+        """Roughly what the front end's computeSize gives (20 px a slot row, 24 a widget)."""
+        if node.size_override:
+            return list(node.size_override)
+        h = max(len(schema.sockets), len(schema.outputs)) * 20 + 14
+        for w in schema.widgets:
+            h += 24 * (1 + len(schema.extra_widget_value(w)))
+            if schema.opts(schema.specs[w]).get("multiline"):
+                h += 50
+        if node.type == "LoadImage":
+            h += 220  # the image preview
+        if node.type == "PreviewAny":
+            h = 130
+        if node.type in ("PreviewImage", "SaveImage"):
+            return [340, 330]
+        return [300, h]
+
+    def build(self):
+        all_nodes = self.notes + self.nodes
+        for i, n in enumerate(all_nodes, 1):
+            n.id = i
+        links, node_json = [], {}
+        # outputs' link lists
+        out_links = {}
+        for n in self.nodes:
+            schema = self.schema(n.type)
+            for inp, ref in n.links.items():
+                if inp not in schema.specs:
+                    raise KeyError(f"{self.name}: {n.type} has no input {inp!r}")
+                src_schema = self.schema(ref.node.type)
+                ltype = src_schema.outputs[ref.slot]
+                want = schema.input_type(inp)
+                if want not in ("*", ltype) and not (want == "COMBO"):
+                    raise TypeError(f"{self.name}: {ref.node.type}[{ref.slot}] ({ltype}) -> {n.type}.{inp} ({want})")
+                lid = len(links) + 1
+                links.append([lid, ref.node.id, ref.slot, n.id, None, ltype, inp])
+                out_links.setdefault((ref.node.id, ref.slot), []).append(lid)
+        link_by_target = {(l[3], l[6]): l for l in links}
+        order = self._topological_order()
+        for n in all_nodes:
+            if n.type in FRONTEND_ONLY:
+                node_json[n.id] = {
+                    "id": n.id, "type": n.type, "pos": [0, 0], "size": list(n.size_override), "flags": {},
+                    "order": order[n.id], "mode": 0, "inputs": [], "outputs": [],
+                    "title": n.title, "properties": {"Node name for S&R": n.type},
+                    "widgets_values": [n.values["text"]], "color": "#432", "bgcolor": "#653",
+                }
+                continue
+            schema = self.schema(n.type)
+            unknown = set(n.values) - set(schema.widgets)
+            if unknown:
+                raise KeyError(f"{self.name}: {n.type} has no widget(s) {sorted(unknown)} (widgets: {schema.widgets})")
+            missing = [s for s in schema.sockets if s not in n.links and s not in schema.optional]
+            if missing:
+                raise KeyError(f"{self.name}: {n.type} required input(s) {missing} not connected")
+            inputs, values = [], []
+            for name in schema.sockets + schema.widgets:
+                entry = {"localized_name": name, "name": name, "type": schema.input_type(name)}
+                if name in schema.widgets:
+                    entry["widget"] = {"name": name}
+                if name in schema.optional:
+                    entry["shape"] = 7
+                link = link_by_target.get((n.id, name))
+                entry["link"] = link[0] if link else None
+                inputs.append(entry)
+                if schema.opts(schema.specs[name]).get("image_upload"):  # the front end's upload button
+                    inputs.append({"localized_name": "choose file to upload", "name": "upload",
+                                   "type": "IMAGEUPLOAD", "widget": {"name": "upload"}, "link": None})
+            for slot, l in enumerate(inputs):
+                link = link_by_target.get((n.id, l["name"]))
+                if link:
+                    link[4] = slot
+            for w in schema.widgets:
+                v = n.values.get(w, schema.default(w))
+                if v is None:
+                    raise ValueError(f"{self.name}: {n.type}.{w} needs a value")
+                schema.check_value(w, v)
+                values += [v] + schema.extra_widget_value(w)
+            outputs = []
+            for slot, (t, nm) in enumerate(zip(schema.outputs, schema.output_names)):
+                ls = out_links.get((n.id, slot), [])
+                outputs.append({"localized_name": nm, "name": nm, "type": t, "links": ls, "slot_index": slot})
+            js = {"id": n.id, "type": n.type, "pos": [0, 0], "size": self._estimate_size(n, schema), "flags": {},
+                  "order": order[n.id], "mode": 0, "inputs": inputs, "outputs": outputs,
+                  "properties": {"Node name for S&R": n.type}, "widgets_values": values}
+            if n.title:
+                js["title"] = n.title
+            node_json[n.id] = js
+        groups = self._layout(node_json)
+        data = {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-student-teacher/workflows/{self.name}")),
+            "revision": 0,
+            "last_node_id": len(all_nodes),
+            "last_link_id": len(links),
+            "nodes": [node_json[n.id] for n in all_nodes],
+            "links": [l[:6] for l in links],
+            "groups": groups,
+            "config": {},
+            "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}, "frontendVersion": FRONTEND_VERSION},
+            "version": 0.4,
+        }
+        ds, (bw, bh) = self.fit_view(data)
+        data["extra"]["ds"] = ds
+        if ds["scale"] < MIN_READABLE_SCALE:
+            print(f"warning: {self.name}: {bw:.0f}x{bh:.0f} fits a 1600x1000 view only at scale {ds['scale']} "
+                  f"(< {MIN_READABLE_SCALE}: the front end draws nodes without text)", file=sys.stderr)
+        return data
+
+    def _topological_order(self):
+        deps = {n.id: {ref.node.id for ref in n.links.values()} for n in self.nodes}
+        order, done = {}, set()
+        for n in self.notes:
+            order[n.id] = len(order)
+        while len(done) < len(deps):
+            ready = sorted(i for i, d in deps.items() if i not in done and d <= done)
+            if not ready:
+                raise ValueError(f"{self.name}: cycle in the graph")
+            for i in ready:
+                order[i] = len(order)
+                done.add(i)
+        return order
+
+    def _block(self, name, node_json):
+        """Place a group's (or the notes') nodes at the origin; returns (members, width, height)."""
+        members = self.notes if name == "note" else [n for n in self.nodes if n.group == name]
+        top = 0 if name == "note" else GROUP_TITLE
+        x, height = GROUP_PAD if name != "note" else 0, 0
+        for c in sorted({n.col for n in members}):
+            y = top + NODE_TITLE
+            col_nodes = [n for n in members if n.col == c]
+            for n in col_nodes:
+                node_json[n.id]["pos"] = [x, y]
+                y += node_json[n.id]["size"][1] + ROW_GAP + NODE_TITLE
+            height = max(height, y - ROW_GAP - NODE_TITLE)
+            x += max(node_json[n.id]["size"][0] for n in col_nodes) + COL_GAP
+        pad = 0 if name == "note" else GROUP_PAD
+        return members, x - COL_GAP + pad, height + pad
+
+    def _layout(self, node_json):
+        """Rows of blocks (groups or the notes), left to right, rows top to bottom."""
+        for n in self.nodes:
+            if n.group not in GROUP_ORDER:
+                raise ValueError(f"{self.name}: {n.type} has no group")
+        rows = self.rows or [["note"] + [g for g in GROUP_ORDER]]
+        placed = [b for row in rows for b in row]
+        for g in {n.group for n in self.nodes} | ({"note"} if self.notes else set()):
+            if g not in placed:
+                raise ValueError(f"{self.name}: block {g!r} missing from rows {rows}")
+        groups, y0 = [], 0
+        for row in rows:
+            x0, row_h = 0, 0
+            for name in row:
+                members, w, h = self._block(name, node_json)
+                if not members:
+                    continue
+                for n in members:
+                    node_json[n.id]["pos"] = [node_json[n.id]["pos"][0] + x0, node_json[n.id]["pos"][1] + y0]
+                if name != "note":
+                    groups.append({"id": len(groups) + 1, "title": name, "bounding": [x0, y0, w, h],
+                                   "color": GROUP_COLORS[name], "font_size": 24, "flags": {}})
+                x0 += w + GROUP_GAP
+                row_h = max(row_h, h)
+            y0 += row_h + GROUP_GAP
+        return groups
+
+    def fit_view(self, data, canvas=(1600, 1000), zoom=0.75, pad=10):
+        """extra.ds as the front end's "fit view" sets it for a canvas of this size (LGraphCanvas
+        fitViewToSelectionAnimated -> DragAndScale.fitToBounds), so the graph opens fitted."""
+        rects = [g["bounding"] for g in data["groups"]]
+        rects += [[n["pos"][0], n["pos"][1] - NODE_TITLE, n["size"][0], n["size"][1] + NODE_TITLE] for n in data["nodes"]]
+        x1 = min(r[0] for r in rects) - pad
+        y1 = min(r[1] for r in rects) - pad
+        x2 = max(r[0] + r[2] for r in rects) + pad
+        y2 = max(r[1] + r[3] for r in rects) + pad
+        bw, bh = x2 - x1, y2 - y1
+        scale = min(zoom * canvas[0] / max(bw, 300), zoom * canvas[1] / max(bh, 300), 10.0)
+        offset = [-x1 - bw / 2 + canvas[0] / scale / 2, -y1 - bh / 2 + canvas[1] / scale / 2]
+        return {"scale": round(scale, 4), "offset": [round(offset[0], 2), round(offset[1], 2)]}, (bw, bh)
+
+
+# ----------------------------------------------------------------------------------------------
+# the workflows
+# ----------------------------------------------------------------------------------------------
+PROMPT_T2I = "a photograph of an astronaut riding a horse in a jungle, detailed, sharp focus"
+NEGATIVE = ""
+TEACHER_CFG = 8.0  # the paper's code: teacher_guidance=8.0
+NOTE_SIZE = (560, 620)
+ROWS = [["Student", "Oracle"], ["note", "Teacher", "Output"]]
+ROWS_WIDE = [["Student", "note"], ["Oracle", "Teacher", "Output"]]  # for a 4-column Student group
+SD15_NOTE_SCHEDULER = (
+    "`scheduler` is **normal** on purpose: the rollback and the editing strength are fractions of the "
+    "teacher's timestep axis (like diffusers' img2img `strength`, which the paper's code uses). With "
+    "*karras* the same 0.5 would start the teacher at a much lower noise level, because Karras sigmas "
+    "crowd the low-noise end.")
+ORACLE_NOTE = (
+    "**ImageReward** (`ImageReward.pt`) goes in `ComfyUI/models/image_reward/`. It scores every student "
+    "sample against the prompt; the Oracle Gate shows each sample with its score (green: kept, red: sent "
+    "to the teacher).")
+CALIBRATE_NOTE = (
+    "**No published calibration for this student.** The gate starts in `threshold_mode` **tau** with "
+    "tau = {tau}: samples scoring below it go to the teacher. For the paper's percentile rule, run "
+    "`calibrate_student.json` once with the same student settings (steps, cfg, size), then set "
+    "`threshold_mode` = **percentile**, `calibration` = your new file and `k` (preset to {k}: "
+    "about {k}% of samples go to the teacher).")
+
+
+def prompt_node(wf, text=PROMPT_T2I):
+    return wf.add("PrimitiveStringMultiline", "Student", 0, title="Prompt (shared by CLIP and the oracle)",
+                  value=text)
+
+
+def sd15_student(wf, lora=True):
+    ckpt = wf.add("CheckpointLoaderSimple", "Student", 0, title="SD1.5 (teacher; student base)",
+                  ckpt_name=MODELS["sd15"][0])
+    model = ckpt.MODEL
+    if lora:
+        lora_node = wf.add("LoraLoaderModelOnly", "Student", 0, title="LCM-LoRA (student)", model=ckpt.MODEL,
+                           lora_name=MODELS["lcm_lora_sd15"][0], strength_model=1.0)
+        model = lora_node.MODEL
+    return ckpt, model
+
+
+def oracle_nodes(wf, latent, vae, prompt, mode, tau, k, calibration, teacher_steps, student_steps=0):
+    oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
+                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+    gate = wf.add("StudentTeacherOracleGate", "Oracle", 1, latent=latent, vae=vae, oracle=oracle.oracle,
+                  prompt=prompt, threshold_mode=mode, tau=tau, k=k, calibration=calibration, budget=10.0,
+                  student_steps=student_steps, teacher_steps=teacher_steps)
+    return oracle, gate
+
+
+def outputs(wf, teacher, gate, prefix):
+    wf.add("SaveImage", "Output", 0, images=teacher.images, filename_prefix=f"StudentTeacher/{prefix}")
+    wf.add("PreviewAny", "Output", 1, title="Teacher report", source=teacher.report)
+    wf.add("PreviewAny", "Output", 1, title="Gate report (scores)", source=gate.report)
+
+
+def wf_sd15_t2i(schemas, strategy):
+    name = f"sd15_lcm_lora_{strategy}"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS
+    refine = strategy == "refine"
+    teacher_steps = 10 if refine else 20
+    tau, k = 0.0, 50
+    wf.note(f"""# SD1.5 + LCM-LoRA student, SD1.5 teacher ({strategy})
+
+The **student** (SD1.5 + LCM-LoRA, 5 steps, cfg 1.0) samples a batch of 4. The **oracle**
+(ImageReward) scores each sample; samples under the threshold go to the **teacher** (the same SD1.5
+checkpoint without the LoRA), which {"**refines** them: rolls them back to noise level 0.5 and runs 10 DPM++ 2M steps" if refine else "**regenerates** them from the same empty latent and the SAME seed (the shared `seed` primitive) in 20 DPM++ 2M steps"}.
+Kept samples pass through unchanged; if every sample is kept the teacher never loads.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "image_reward")}
+
+## Knobs that matter
+- Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)}
+- Teacher `steps` R and `rollback`: average cost per sample = 5 + (k/100) x R steps.
+- {SD15_NOTE_SCHEDULER}
+- The prompt lives in the **Prompt** node: CLIP and the oracle must see the same text.
+""", size=NOTE_SIZE)
+    prompt = prompt_node(wf)
+    ckpt, student_model = sd15_student(wf)
+    pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=4)
+    if refine:
+        seed = 0
+    else:
+        seed = wf.add("PrimitiveInt", "Student", 2, title="seed (student AND teacher)",
+                      value=0).INT
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=seed, steps=5, cfg=1.0,
+                     schedule="lcm", denoise=1.0)
+    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "tau", tau, k, "none", teacher_steps)
+    extra = {} if refine else {"source_latent": empty.LATENT, "source_denoise": 1.0}
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=ckpt.VAE,
+                     strategy=strategy, rollback_mode="strength", rollback=0.5, steps=teacher_steps,
+                     sampler_name="dpmpp_2m", scheduler="normal", cfg=TEACHER_CFG, seed=seed, **extra)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
+def wf_sdxl_lcm_refine(schemas):
+    name = "sdxl_lcm_refine"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS
+    wf.note(f"""# LCM-SDXL student, SDXL-Base teacher (refine)
+
+The paper's main LCM-SDXL setup (Table 5): the **student** is SDXL-Base + LCM-LoRA-SDXL, 4 steps,
+cfg 1.0, 1024x1024. The **oracle** (ImageReward) keeps samples scoring at least tau = the **70th
+percentile** of the published LCM-SDXL calibration (`lcm_sdxl_4steps_paper.json`, shipped with the
+pack); the rest are **refined** by SDXL-Base: rollback 0.85, 12 UniPC steps.
+
+## Files
+{model_table("sdxl", "lcm_lora_sdxl", "image_reward")}
+
+## Knobs that matter
+- `k`: the share of samples sent to the teacher. Average cost = 4 + (k/100) x 12 steps
+  (k = 50 gives 10). `threshold_mode` **budget** picks k from an average-steps budget.
+- The published percentiles come from the paper's LCM-SDXL (the full `lcm-sdxl` UNet, 4 steps). The
+  LCM-LoRA student scores a little differently; for exact shares recalibrate with
+  `calibrate_student.json` (SDXL checkpoint + `lcm-lora-sdxl`, 1024x1024, 4 steps).
+- `rollback` 0.85 on the **normal** scheduler = the paper's img2img strength 0.85.
+""", size=NOTE_SIZE)
+    prompt = prompt_node(wf)
+    ckpt = wf.add("CheckpointLoaderSimple", "Student", 0, title="SDXL-Base (teacher; student base)",
+                  ckpt_name=MODELS["sdxl"][0])
+    lora = wf.add("LoraLoaderModelOnly", "Student", 0, title="LCM-LoRA-SDXL (student)", model=ckpt.MODEL,
+                  lora_name=MODELS["lcm_lora_sdxl"][0], strength_model=1.0)
+    pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=1024, height=1024, batch_size=4)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=lora.MODEL, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0, steps=4, cfg=1.0,
+                     schedule="lcm", denoise=1.0)
+    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "percentile", 0.0, 70,
+                           "lcm_sdxl_4steps_paper.json", 12)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=ckpt.VAE,
+                     strategy="refine", rollback_mode="strength", rollback=0.85, steps=12,
+                     sampler_name="uni_pc", scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
+def wf_sdxl_turbo_refiner(schemas):
+    name = "sdxl_turbo_refiner"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS
+    wf.note(f"""# SDXL-Turbo student, SDXL-Refiner teacher (refine)
+
+The paper's SDXL-Turbo setup (Table 5): the **student** SDXL-Turbo samples in 2 steps (cfg 1.0,
+`schedule` turbo, 512x512). The **oracle** keeps samples scoring at least the **50th percentile** of
+the published SDXL-Turbo calibration (`sdxl_turbo_2steps_paper.json`, shipped with the pack). The
+rest are **refined** by SDXL-Refiner: rollback 0.4, 4 UniPC steps (average cost 2 + 0.5 x 4 = 4 steps).
+
+The refiner has its own text encoder, so it gets its **own conditioning** (CLIPTextEncodeSDXLRefiner,
+aesthetic score 6 / 2.5) from the same Prompt node. Both models share the SDXL latent space and VAE.
+
+## Files
+{model_table("sdxl_turbo", "sdxl_refiner", "image_reward")}
+
+## Knobs that matter
+- `k` and the teacher `steps`: average cost = 2 + (k/100) x 4.
+- The paper recommends the refiner for small rollbacks (0.1-0.4) and SDXL-Base for larger ones.
+- The refiner's `width`/`height` (512) should match the image size.
+""", size=NOTE_SIZE)
+    prompt = prompt_node(wf)
+    turbo = wf.add("CheckpointLoaderSimple", "Student", 0, title="SDXL-Turbo (student)",
+                   ckpt_name=MODELS["sdxl_turbo"][0])
+    pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=turbo.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (unused at cfg 1)", clip=turbo.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=4)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=turbo.MODEL, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0, steps=2, cfg=1.0,
+                     schedule="turbo", denoise=1.0)
+    _, gate = oracle_nodes(wf, student.latent, turbo.VAE, prompt.STRING, "percentile", 0.0, 50,
+                           "sdxl_turbo_2steps_paper.json", 4)
+    refiner = wf.add("CheckpointLoaderSimple", "Teacher", 0, title="SDXL-Refiner (teacher)",
+                     ckpt_name=MODELS["sdxl_refiner"][0])
+    rpos = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 0, title="Refiner positive", clip=refiner.CLIP,
+                  text=prompt.STRING, ascore=6.0, width=512, height=512)
+    rneg = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 0, title="Refiner negative", clip=refiner.CLIP,
+                  text=NEGATIVE, ascore=2.5, width=512, height=512)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 1, model=refiner.MODEL, positive=rpos.CONDITIONING,
+                     negative=rneg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=turbo.VAE,
+                     strategy="refine", rollback_mode="strength", rollback=0.4, steps=4,
+                     sampler_name="uni_pc", scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
+def wf_sd15_edit(schemas):
+    name = "sd15_edit_sdedit"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS_WIDE
+    tau, k = 0.0, 50
+    wf.note(f"""# Text-guided editing (SDEdit): student edits, teacher regenerates the rejected ones
+
+`LoadImage` -> VAE encode -> 4 copies -> the **student** (SD1.5 + LCM-LoRA, 5 steps) edits them at
+strength (`denoise`) 0.6 towards the prompt. The **oracle** scores each edit; rejected edits are
+**regenerated** by the **teacher** (SD1.5) from the SAME source latent, the SAME seed (shared `seed`
+primitive) and the same strength (`source_denoise` 0.6) - the paper uses regeneration for editing.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "image_reward")}
+Put your photo in `ComfyUI/input/` (or upload it in the Load Image node).
+
+## Knobs that matter
+- Edit strength: the student's `denoise` and the teacher's `source_denoise` must be equal.
+- Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)}
+- {SD15_NOTE_SCHEDULER}
+""", size=NOTE_SIZE)
+    prompt = prompt_node(wf, "a watercolor painting, soft pastel colors, paper texture")
+    ckpt, student_model = sd15_student(wf)
+    image = wf.add("LoadImage", "Student", 1, title="Source image", image="example.png")
+    pos = wf.add("CLIPTextEncode", "Student", 2, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 2, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    enc = wf.add("VAEEncode", "Student", 1, pixels=image.IMAGE, vae=ckpt.VAE)
+    rep = wf.add("RepeatLatentBatch", "Student", 2, title="4 edits of the same image", samples=enc.LATENT, amount=4)
+    seed = wf.add("PrimitiveInt", "Student", 3, title="seed (student AND teacher)",
+                  value=0).INT
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 3, model=student_model, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent_image=rep.LATENT, seed=seed, steps=5, cfg=1.0,
+                     schedule="lcm", denoise=0.6)
+    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "tau", tau, k, "none", 20)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=ckpt.VAE,
+                     strategy="regenerate", rollback_mode="strength", rollback=0.5, steps=20,
+                     sampler_name="dpmpp_2m", scheduler="normal", cfg=TEACHER_CFG, seed=seed,
+                     source_latent=enc.LATENT, source_denoise=0.6)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
+def wf_sd15_controlnet(schemas, kind):
+    name = f"sd15_controlnet_{kind}"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS_WIDE
+    tau, k = 0.0, 50
+    cn = MODELS["cn_canny" if kind == "canny" else "cn_seg"]
+    hint = ("`LoadImage` -> `Canny` edge map" if kind == "canny"
+            else "`LoadImage` of a **segmentation map** (ADE20K colours, e.g. from a segmentation preprocessor) used directly")
+    wf.note(f"""# ControlNet ({kind}): LCM-LoRA student, SD1.5 teacher (refine)
+
+{hint} -> `Apply ControlNet` on the prompt conditioning, **shared by student and teacher** (same
+SD1.5 architecture). The **student** (SD1.5 + LCM-LoRA, 5 steps, cfg 1.0) samples 4 images; the
+**oracle** scores them; rejected samples are **refined** by SD1.5: rollback 0.5, 10 UniPC steps, the
+paper's ControlNet setting (Appendix D.6, k = 50).
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "cn_canny" if kind == "canny" else "cn_seg", "image_reward")}
+Put your {"photo" if kind == "canny" else "segmentation map"} in `ComfyUI/input/` (or upload it in the Load Image node).
+
+## Knobs that matter
+- Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)} (The Calibrate node samples without ControlNet; its
+  text-to-image percentiles are only an approximation here.)
+- ControlNet `strength` applies to both models.
+- {SD15_NOTE_SCHEDULER}
+""", size=NOTE_SIZE)
+    prompt = prompt_node(wf, "a cozy living room with a large window, warm evening light"
+                         if kind == "seg" else "a futuristic house on a hill, golden hour, detailed")
+    ckpt, student_model = sd15_student(wf)
+    image = wf.add("LoadImage", "Student", 1, title="Hint source" if kind == "canny" else "Segmentation map",
+                   image="example.png")
+    pos = wf.add("CLIPTextEncode", "Student", 2, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 2, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    cnl = wf.add("ControlNetLoader", "Student", 1, control_net_name=cn[0])
+    hint_image = image.IMAGE
+    if kind == "canny":
+        hint_image = wf.add("Canny", "Student", 1, image=image.IMAGE, low_threshold=0.4, high_threshold=0.8).IMAGE
+    apply = wf.add("ControlNetApplyAdvanced", "Student", 3, title="Apply ControlNet (student and teacher)",
+                   positive=pos.CONDITIONING, negative=neg.CONDITIONING, control_net=cnl.CONTROL_NET,
+                   image=hint_image, strength=1.0, start_percent=0.0, end_percent=1.0)
+    empty = wf.add("EmptyLatentImage", "Student", 3, width=512, height=512, batch_size=4)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 3, model=student_model, positive=apply.positive,
+                     negative=apply.negative, latent_image=empty.LATENT, seed=0, steps=5, cfg=1.0,
+                     schedule="lcm", denoise=1.0)
+    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "tau", tau, k, "none", 10)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=apply.positive,
+                     negative=apply.negative, latent=student.latent, gate=gate.gate, vae=ckpt.VAE,
+                     strategy="refine", rollback_mode="strength", rollback=0.5, steps=10,
+                     sampler_name="uni_pc", scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
+def wf_calibrate(schemas):
+    name = "calibrate_student"
+    wf = Workflow(schemas, name)
+    wf.rows = [["note", "Student", "Oracle"], ["Output"]]
+    wf.note(f"""# Calibrate the oracle threshold for your student
+
+Generates one student sample per prompt of `calibration_prompts.txt` (shipped with the pack; put your
+own lists in `ComfyUI/models/image_reward/prompts/`), scores them with ImageReward and saves the 10th
+... 90th score percentiles to `ComfyUI/models/image_reward/calibration/<filename>.json` - the format
+of the paper's `IR_percentiles_*.json`. Press **Refresh** (R) afterwards: the file appears in the
+Oracle Gate's `calibration` list; set `threshold_mode` = percentile.
+
+Calibrate with **exactly** the student settings the gate will see (checkpoint + LoRA, `steps`, `cfg`,
+`schedule`, width/height); the gate warns when they differ. The paper uses 500+ held-out prompts;
+64 give a rough tau, use `max_prompts` to go faster.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "image_reward")}
+""", size=NOTE_SIZE)
+    ckpt, student_model = sd15_student(wf)
+    oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
+                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+    cal = wf.add("StudentTeacherCalibrateThreshold", "Oracle", 1, model=student_model, clip=ckpt.CLIP, vae=ckpt.VAE,
+                 oracle=oracle.oracle, prompts="", prompts_file="calibration_prompts.txt", max_prompts=0,
+                 negative_prompt="", width=512, height=512, steps=5, cfg=1.0, schedule="lcm", seed=0,
+                 batch_size=4, filename="lcm_lora_sd15_5steps")
+    wf.add("PreviewImage", "Output", 0, title="Score histogram", images=cal.histogram)
+    wf.add("PreviewAny", "Output", 1, title="Percentiles", source=cal.summary)
+    return wf
+
+
+def wf_adaptive(schemas):
+    name = "sd15_adaptive_all_in_one"
+    wf = Workflow(schemas, name)
+    wf.rows = [["Student", "Oracle", "Teacher", "Output"], ["note"]]
+    tau, k = 0.0, 50
+    wf.note(f"""# All in one node: Adaptive Student-Teacher Sampler
+
+The same pipeline as `sd15_lcm_lora_refine.json` in one node: student (SD1.5 + LCM-LoRA, 5 steps,
+cfg 1.0) -> ImageReward gate -> teacher refine (SD1.5, rollback 0.5, 10 DPM++ 2M steps) for the
+rejected samples. Use the separate nodes to see or change each stage.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "image_reward")}
+
+## Knobs that matter
+- {CALIBRATE_NOTE.format(tau=tau, k=k)}
+- `strategy` regenerate re-runs the teacher from the empty latent with the same seed.
+""", size=(760, 420))
+    prompt = prompt_node(wf)
+    ckpt, student_model = sd15_student(wf)
+    pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=4)
+    oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
+                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+    ada = wf.add("StudentTeacherAdaptiveSampler", "Teacher", 0, student=student_model, teacher=ckpt.MODEL,
+                 positive=pos.CONDITIONING, negative=neg.CONDITIONING, latent_image=empty.LATENT, vae=ckpt.VAE,
+                 oracle=oracle.oracle, prompt=prompt.STRING, seed=0, student_steps=5, student_cfg=1.0,
+                 schedule="lcm", threshold_mode="tau", tau=tau, k=k, calibration="none", budget=10.0,
+                 strategy="refine", rollback_mode="strength", rollback=0.5, teacher_steps=10,
+                 sampler_name="dpmpp_2m", scheduler="normal", teacher_cfg=TEACHER_CFG)
+    wf.add("SaveImage", "Output", 0, images=ada.images, filename_prefix=f"StudentTeacher/{name}")
+    wf.add("PreviewAny", "Output", 0, title="Report", source=ada.report)
+    return wf
+
+
+BUILDERS = {
+    "sd15_lcm_lora_refine": lambda s: wf_sd15_t2i(s, "refine"),
+    "sd15_lcm_lora_regenerate": lambda s: wf_sd15_t2i(s, "regenerate"),
+    "sdxl_lcm_refine": wf_sdxl_lcm_refine,
+    "sdxl_turbo_refiner": wf_sdxl_turbo_refiner,
+    "sd15_edit_sdedit": wf_sd15_edit,
+    "sd15_controlnet_canny": lambda s: wf_sd15_controlnet(s, "canny"),
+    "sd15_controlnet_seg": lambda s: wf_sd15_controlnet(s, "seg"),
+    "calibrate_student": wf_calibrate,
+    "sd15_adaptive_all_in_one": wf_adaptive,
+}
+
+
+def build_all(schemas, only=None):
+    return {name: fn(schemas).build() for name, fn in BUILDERS.items() if not only or name in only}
+
+
+def dumps(data):
+    return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/work/ComfyUI"),
+                    help="ComfyUI checkout to load the pack into (default $COMFYUI_PATH or /work/ComfyUI)")
+    ap.add_argument("--core-object-info", default=CORE_OBJECT_INFO)
+    ap.add_argument("--out", default=OUT_DIR)
+    ap.add_argument("--only", nargs="*", choices=sorted(BUILDERS))
+    ap.add_argument("--check", action="store_true", help="compare with the files on disk, write nothing")
+    a = ap.parse_args(argv)
+    schemas, source = load_schemas(a.core_object_info, a.comfyui)
+    built = build_all(schemas, a.only)
+    stale = []
+    os.makedirs(a.out, exist_ok=True)
+    for name, data in built.items():
+        path = os.path.join(a.out, name + ".json")
+        text = dumps(data)
+        if a.check:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    same = f.read() == text
+            except FileNotFoundError:
+                same = False
+            if not same:
+                stale.append(path)
+            continue
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"wrote {os.path.relpath(path, REPO)}: {len(data['nodes'])} nodes, {len(data['links'])} links")
+    print(f"pack schemas: {source}", file=sys.stderr)
+    if stale:
+        print("out of date (run tools/build_workflows.py):\n  " + "\n  ".join(stale), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
