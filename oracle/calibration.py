@@ -9,7 +9,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
 

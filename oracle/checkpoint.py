@@ -12,6 +12,7 @@ Every failure raises OracleLoadError naming the file, what is wrong and how to f
 """
 import os
 import pickle
+import re
 import struct
 from typing import Dict, Optional, Tuple
 
@@ -43,6 +44,11 @@ def _list(keys, n=5):
     keys = sorted(keys)
     more = f" ... (+{len(keys) - n} more)" if len(keys) > n else ""
     return ", ".join(keys[:n]) + more
+
+
+def _first_sentence(e: BaseException, limit: int = 200) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text.split(". ")[0].rstrip(".")[:limit]
 
 
 def sniff_format(path: str) -> str:
@@ -82,18 +88,18 @@ def _read_torch(path: str) -> object:
     except pickle.UnpicklingError as e:
         msg = str(e)
         if "Weights only load failed" in msg or "Unsupported" in msg or "global" in msg.lower():
-            first = msg.strip().splitlines()
-            detail = next((l.strip() for l in first if "Unsupported" in l or "GLOBAL" in l), "")
+            m = re.search(r"Unsupported (?:global|operand)[^.;]*?(GLOBAL \S+|\S+)(?= was|\.|;|$)",
+                          msg)
+            detail = m.group(0).rstrip(". ") if m else "not plain tensors"
             raise _fail(path, "refused: the file's pickle asks to build objects or call code that a "
                               "safe weights-only load does not allow, so it was NOT run "
-                              f"({detail or 'not plain tensors'}); the file may be malicious or is "
-                              "not a plain state dict",
+                              f"({detail}); the file may be malicious or is not a plain state dict",
                         "use a checkpoint from a trusted source: " + GET_IT) from None
         raise _fail(path, f"the pickle data is corrupt or not a checkpoint ({msg.strip()[:200]})",
                     "download it again; " + GET_IT) from None
     except (RuntimeError, EOFError, ValueError, OSError, struct.error, KeyError) as e:
         raise _fail(path, f"the file is truncated or corrupt ({type(e).__name__}: "
-                          f"{str(e).strip()[:200]})",
+                          f"{_first_sentence(e)})",
                     "download or convert it again (compare its size with the original: "
                     "ImageReward.pt is 1,786,880,927 bytes); " + GET_IT) from None
 
@@ -104,7 +110,7 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except Exception as e:  # SafetensorError, OSError, ...
         raise _fail(path, f"the safetensors file is truncated or corrupt ({type(e).__name__}: "
-                          f"{str(e).strip()[:200]})",
+                          f"{_first_sentence(e)})",
                     "convert or download it again; " + GET_IT) from None
 
 

@@ -11,7 +11,7 @@ reward over ImageReward's training set, so scores are roughly N(0, 1) there.
 """
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
