@@ -5,18 +5,26 @@ Python requirements are installed in the interpreter running pytest; without it 
 test skips with SKIP_REASON. Importing this module never imports ComfyUI (tier 1 stays
 host-free); `start()` / the `comfy` fixture does.
 
-Fixtures (session scope; tests/conftest.py imports them):
-  comfy        -> ComfyHost: ComfyUI booted (args.cpu, temp output/input/temp/user dirs),
-                  the pack loaded with nodes.load_custom_node(<repo root>) and asserted
-                  imported, a temp models root registered for checkpoints, loras, controlnet,
-                  vae and image_reward.
-  tiny_models  -> dict {file name: path} of every tiny model (built once, see TINY_MODELS).
-Functions:
-  run_prompt(comfy, api_prompt, *, check=True, fresh=False, outputs=None) -> PromptRun
-  api_txt2img(ckpt_name, ...) -> dict        a core txt2img API prompt (the smoke graph)
-  build_tiny_model(comfy, name) -> path      (ComfyHost.tiny(name) is the same, cached)
-  build_tiny_models(models_root, names=None) -> {name: path}   (needs a started host)
-  pack_object_info(comfy) -> dict            the pack's /object_info entries (normalised)
+Fixtures (tests/conftest.py imports them):
+  comfy        (session) -> ComfyHost: ComfyUI booted (args.cpu, temp output/input/temp/user dirs,
+                  input/example.png 64x64), core + comfy_extras nodes, the pack loaded with
+                  nodes.load_custom_node(<repo root>) and asserted imported (host.pack_nodes is its
+                  NODE_CLASS_MAPPINGS), a models root registered first for checkpoints, loras,
+                  controlnet, vae and image_reward (merged with existing entries).
+  tiny_models  (session) -> {file name: path} of every tiny model (built once, see TINY_MODELS).
+  fresh_comfy  (function) -> the host with its output caches reset.
+Functions / methods:
+  run_prompt(comfy, api_prompt, *, check=True, fresh=False, outputs=None, extra_data=None)
+      -> PromptRun(success, error, ui, executed, cached, values, messages, node_errors, seconds)
+         with .output(node_id, slot=0, index=0), .outputs(node_id), .ran(node_id), .images(node_id)
+      comfy.run(prompt, **kw) is the same; comfy.reset_caches(); comfy.free_memory()
+  comfy.tiny(name) -> name          builds tiny model `name` on first use (build_tiny_model)
+  comfy.model_path(folder, name), comfy.node_info(class_type)
+  api_txt2img(ckpt_name, ...) -> dict   the core txt2img API prompt (nodes "1".."7")
+  capture_logs(level) -> list           log lines emitted inside the `with` block
+  build_tiny_models(models_root, names=None) -> {name: {"path", "bytes", "seconds", "built"}}
+      (ComfyUI must be started); tests/make_tiny_models.py DIR does this from the command line
+  pack_object_info(comfy) -> dict       the pack's /object_info entries, normalised
 
 Environment:
   COMFYUI_PATH      ComfyUI checkout; tier 2 is skipped without it.
@@ -151,6 +159,7 @@ class ComfyHost:
         self._messages: Optional[list] = None
         self._built: Dict[str, str] = {}
         self.build_log: Dict[str, dict] = {}
+        self.owns_models_root = False  # a per-session temp models root, removed at the end
 
     # modules, imported lazily so that this file imports without ComfyUI
     @property
@@ -197,6 +206,7 @@ class ComfyHost:
 
 
 _HOST: Optional[ComfyHost] = None
+_START_ERROR: Optional[str] = None
 
 
 def _clear_shadowing_modules(comfy_root: str):
@@ -275,9 +285,20 @@ def start(path: Optional[str] = None, work_dir: Optional[str] = None, models_roo
           pack_root: Optional[str] = None) -> ComfyHost:
     """Boot ComfyUI in this process (once per process) and load the pack. Later calls return the
     same host. Raises RuntimeError if COMFYUI_PATH is unset or the pack fails to import."""
-    global _HOST
+    global _HOST, _START_ERROR
     if _HOST is not None:
         return _HOST
+    if _START_ERROR is not None:  # ComfyUI is half-imported: do not try again in this process
+        raise RuntimeError(_START_ERROR)
+    try:
+        return _start(path, work_dir, models_root, pack_root)
+    except Exception as e:
+        _START_ERROR = f"{type(e).__name__}: {e}" if not isinstance(e, RuntimeError) else str(e)
+        raise RuntimeError(_START_ERROR) from e
+
+
+def _start(path, work_dir, models_root, pack_root) -> ComfyHost:
+    global _HOST
     path = path or comfyui_path()
     if not path:
         raise RuntimeError(SKIP_REASON)
@@ -285,9 +306,11 @@ def start(path: Optional[str] = None, work_dir: Optional[str] = None, models_roo
         raise RuntimeError(f"{ENV_VAR}={path} is not a ComfyUI checkout (no nodes.py / comfy/)")
     t0 = time.perf_counter()
     work_dir = work_dir or tempfile.mkdtemp(prefix="st_comfy_")
+    own_models = not (models_root or os.environ.get(MODELS_ENV_VAR))
     models_root = models_root or os.environ.get(MODELS_ENV_VAR) or os.path.join(work_dir, "models")
     pack_root = os.path.abspath(pack_root or REPO_ROOT)
     host = ComfyHost(path, work_dir, os.path.abspath(models_root), pack_root)
+    host.owns_models_root = own_models
 
     # no network, no telemetry, quiet progress bars
     for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_DATASETS_OFFLINE", "1"),
@@ -443,7 +466,9 @@ def run_prompt(comfy: ComfyHost, api_prompt: dict, *, check: bool = True, fresh:
     run.messages = msgs
     run.success = bool(comfy.executor.success) and not any(e in ("execution_error", "execution_interrupted")
                                                            for e, _ in msgs)
-    run.executed = [d["node"] for e, d in msgs if e == "executing" and d.get("node") is not None]
+    for e, d in msgs:  # a lazy node re-entered after its inputs ran is listed once
+        if e == "executing" and d.get("node") is not None and d["node"] not in run.executed:
+            run.executed.append(d["node"])
     for e, d in msgs:
         if e == "execution_cached":
             run.cached = [str(n) for n in d.get("nodes", [])]
@@ -842,6 +867,9 @@ if pytest is not None:
         yield host
         with contextlib.suppress(Exception):
             host.free_memory()
+        if getattr(host, "owns_models_root", False):  # GBs of tiny models in the session's temp dir
+            import shutil
+            shutil.rmtree(host.models_root, ignore_errors=True)
 
     @pytest.fixture(scope="session")
     def tiny_models(comfy) -> Dict[str, str]:

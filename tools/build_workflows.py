@@ -40,7 +40,7 @@ GROUP_ORDER = ["Student", "Oracle", "Teacher", "Output"]
 COL_GAP, ROW_GAP, GROUP_GAP, GROUP_PAD, GROUP_TITLE = 30, 20, 40, 15, 45
 NODE_TITLE = 30  # the title bar is drawn above pos; size excludes it
 # front end 1.27: nodes lose their text below scale MinFontSizeForLOD (8) / NODE_TEXT_SIZE (14)
-MIN_READABLE_SCALE = 0.58
+MIN_READABLE_SCALE = 0.59
 
 # Model files, as users download them (name, ComfyUI/models/<folder>, where from)
 MODELS = {
@@ -62,10 +62,11 @@ MODELS = {
 
 
 def model_table(*keys):
-    rows = ["| file | put it in | from |", "|---|---|---|"]
+    """The files to download, as a markdown list (tables do not fit a narrow note)."""
+    rows = []
     for k in keys:
         name, folder, src = MODELS[k]
-        rows.append(f"| `{name}` | `ComfyUI/models/{folder}/` | {src} |")
+        rows.append(f"- `{name}` -> `ComfyUI/models/{folder}/`  \n  from {src}")
     return "\n".join(rows)
 
 
@@ -258,11 +259,11 @@ class Workflow:
             if schema.opts(schema.specs[w]).get("multiline"):
                 h += 50
         if node.type == "LoadImage":
-            h += 220  # the image preview
+            h += 180  # the image preview
         if node.type == "PreviewAny":
-            h = 130
+            h = 110
         if node.type in ("PreviewImage", "SaveImage"):
-            return [340, 330]
+            return [300, 270]
         return [300, h]
 
     def build(self):
@@ -352,7 +353,7 @@ class Workflow:
         ds, (bw, bh) = self.fit_view(data)
         data["extra"]["ds"] = ds
         if ds["scale"] < MIN_READABLE_SCALE:
-            print(f"warning: {self.name}: {bw:.0f}x{bh:.0f} fits a 1600x1000 view only at scale {ds['scale']} "
+            print(f"warning: {self.name}: {bw:.0f}x{bh:.0f} fits the 1536x922 canvas of a 1600x1000 window only at scale {ds['scale']} "
                   f"(< {MIN_READABLE_SCALE}: the front end draws nodes without text)", file=sys.stderr)
         return data
 
@@ -387,42 +388,47 @@ class Workflow:
         return members, x - COL_GAP + pad, height + pad
 
     def _layout(self, node_json):
-        """Rows of blocks (groups or the notes), left to right, rows top to bottom."""
+        """self.rows: rows top to bottom; a row is cells left to right; a cell is a block (a group
+        title, or "note") or a list of blocks stacked top to bottom."""
         for n in self.nodes:
             if n.group not in GROUP_ORDER:
                 raise ValueError(f"{self.name}: {n.type} has no group")
         rows = self.rows or [["note"] + [g for g in GROUP_ORDER]]
-        placed = [b for row in rows for b in row]
+        placed = [b for row in rows for cell in row for b in ([cell] if isinstance(cell, str) else cell)]
         for g in {n.group for n in self.nodes} | ({"note"} if self.notes else set()):
             if g not in placed:
                 raise ValueError(f"{self.name}: block {g!r} missing from rows {rows}")
         groups, y0 = [], 0
         for row in rows:
             x0, row_h = 0, 0
-            for name in row:
-                members, w, h = self._block(name, node_json)
-                if not members:
-                    continue
-                for n in members:
-                    node_json[n.id]["pos"] = [node_json[n.id]["pos"][0] + x0, node_json[n.id]["pos"][1] + y0]
-                if name != "note":
-                    groups.append({"id": len(groups) + 1, "title": name, "bounding": [x0, y0, w, h],
-                                   "color": GROUP_COLORS[name], "font_size": 24, "flags": {}})
-                x0 += w + GROUP_GAP
-                row_h = max(row_h, h)
+            for cell in row:
+                y, cell_w = y0, 0
+                for name in ([cell] if isinstance(cell, str) else cell):
+                    members, w, h = self._block(name, node_json)
+                    if not members:
+                        continue
+                    for n in members:
+                        node_json[n.id]["pos"] = [node_json[n.id]["pos"][0] + x0, node_json[n.id]["pos"][1] + y]
+                    if name != "note":
+                        groups.append({"id": len(groups) + 1, "title": name, "bounding": [x0, y, w, h],
+                                       "color": GROUP_COLORS[name], "font_size": 24, "flags": {}})
+                    y += h + GROUP_GAP
+                    cell_w = max(cell_w, w)
+                x0 += cell_w + GROUP_GAP
+                row_h = max(row_h, y - GROUP_GAP - y0)
             y0 += row_h + GROUP_GAP
         return groups
 
-    def fit_view(self, data, canvas=(1600, 1000), zoom=0.75, pad=10):
-        """extra.ds as the front end's "fit view" sets it for a canvas of this size (LGraphCanvas
-        fitViewToSelectionAnimated -> DragAndScale.fitToBounds), so the graph opens fitted."""
+    def fit_view(self, data, canvas=(1536, 922), zoom=0.75, pad=10):
+        """extra.ds as the front end's "fit view" sets it (LGraphCanvas.fitViewToSelectionAnimated ->
+        DragAndScale: scale = zoom * min(canvas / bounds)) for the 1536x922 canvas of a 1600x1000
+        window, so the graph opens fitted and the fit-view screenshot matches."""
         rects = [g["bounding"] for g in data["groups"]]
         rects += [[n["pos"][0], n["pos"][1] - NODE_TITLE, n["size"][0], n["size"][1] + NODE_TITLE] for n in data["nodes"]]
-        x1 = min(r[0] for r in rects) - pad
+        x1 = min(r[0] for r in rects) - pad  # createBounds pads by 10
         y1 = min(r[1] for r in rects) - pad
-        x2 = max(r[0] + r[2] for r in rects) + pad
-        y2 = max(r[1] + r[3] for r in rects) + pad
-        bw, bh = x2 - x1, y2 - y1
+        bw = max(r[0] + r[2] for r in rects) - x1 + pad
+        bh = max(r[1] + r[3] for r in rects) - y1 + pad
         scale = min(zoom * canvas[0] / max(bw, 300), zoom * canvas[1] / max(bh, 300), 10.0)
         offset = [-x1 - bw / 2 + canvas[0] / scale / 2, -y1 - bh / 2 + canvas[1] / scale / 2]
         return {"scale": round(scale, 4), "offset": [round(offset[0], 2), round(offset[1], 2)]}, (bw, bh)
@@ -434,9 +440,8 @@ class Workflow:
 PROMPT_T2I = "a photograph of an astronaut riding a horse in a jungle, detailed, sharp focus"
 NEGATIVE = ""
 TEACHER_CFG = 8.0  # the paper's code: teacher_guidance=8.0
-NOTE_SIZE = (560, 620)
+NOTE_SIZE = (700, 460)
 ROWS = [["Student", "Oracle"], ["note", "Teacher", "Output"]]
-ROWS_WIDE = [["Student", "note"], ["Oracle", "Teacher", "Output"]]  # for a 4-column Student group
 SD15_NOTE_SCHEDULER = (
     "`scheduler` is **normal** on purpose: the rollback and the editing strength are fractions of the "
     "teacher's timestep axis (like diffusers' img2img `strength`, which the paper's code uses). With "
@@ -455,7 +460,7 @@ CALIBRATE_NOTE = (
 
 
 def prompt_node(wf, text=PROMPT_T2I):
-    return wf.add("PrimitiveStringMultiline", "Student", 0, title="Prompt (shared by CLIP and the oracle)",
+    return wf.add("PrimitiveStringMultiline", "Student", 0, title="Prompt (CLIP + oracle)",
                   value=text)
 
 
@@ -481,8 +486,8 @@ def oracle_nodes(wf, latent, vae, prompt, mode, tau, k, calibration, teacher_ste
 
 def outputs(wf, teacher, gate, prefix):
     wf.add("SaveImage", "Output", 0, images=teacher.images, filename_prefix=f"StudentTeacher/{prefix}")
-    wf.add("PreviewAny", "Output", 1, title="Teacher report", source=teacher.report)
-    wf.add("PreviewAny", "Output", 1, title="Gate report (scores)", source=gate.report)
+    wf.add("PreviewAny", "Output", 0, title="Teacher report", source=teacher.report)
+    wf.add("PreviewAny", "Oracle", 0, title="Gate report (scores)", source=gate.report)
 
 
 def wf_sd15_t2i(schemas, strategy):
@@ -496,7 +501,7 @@ def wf_sd15_t2i(schemas, strategy):
 
 The **student** (SD1.5 + LCM-LoRA, 5 steps, cfg 1.0) samples a batch of 4. The **oracle**
 (ImageReward) scores each sample; samples under the threshold go to the **teacher** (the same SD1.5
-checkpoint without the LoRA), which {"**refines** them: rolls them back to noise level 0.5 and runs 10 DPM++ 2M steps" if refine else "**regenerates** them from the same empty latent and the SAME seed (the shared `seed` primitive) in 20 DPM++ 2M steps"}.
+checkpoint without the LoRA), which {"**refines** them: rolls them back part of the way to noise (rollback 0.5) and runs 10 DPM++ 2M steps" if refine else "**regenerates** them from the same empty latent and the SAME seed (the shared `seed` primitive) in 20 DPM++ 2M steps"}.
 Kept samples pass through unchanged; if every sample is kept the teacher never loads.
 
 ## Files
@@ -579,7 +584,7 @@ pack); the rest are **refined** by SDXL-Base: rollback 0.85, 12 UniPC steps.
 def wf_sdxl_turbo_refiner(schemas):
     name = "sdxl_turbo_refiner"
     wf = Workflow(schemas, name)
-    wf.rows = ROWS
+    wf.rows = [["Student", "Oracle"], ["note", "Teacher", "Output"]]
     wf.note(f"""# SDXL-Turbo student, SDXL-Refiner teacher (refine)
 
 The paper's SDXL-Turbo setup (Table 5): the **student** SDXL-Turbo samples in 2 steps (cfg 1.0,
@@ -597,7 +602,7 @@ aesthetic score 6 / 2.5) from the same Prompt node. Both models share the SDXL l
 - `k` and the teacher `steps`: average cost = 2 + (k/100) x 4.
 - The paper recommends the refiner for small rollbacks (0.1-0.4) and SDXL-Base for larger ones.
 - The refiner's `width`/`height` (512) should match the image size.
-""", size=NOTE_SIZE)
+""", size=(440, 500))
     prompt = prompt_node(wf)
     turbo = wf.add("CheckpointLoaderSimple", "Student", 0, title="SDXL-Turbo (student)",
                    ckpt_name=MODELS["sdxl_turbo"][0])
@@ -614,9 +619,9 @@ aesthetic score 6 / 2.5) from the same Prompt node. Both models share the SDXL l
                      ckpt_name=MODELS["sdxl_refiner"][0])
     rpos = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 0, title="Refiner positive", clip=refiner.CLIP,
                   text=prompt.STRING, ascore=6.0, width=512, height=512)
-    rneg = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 0, title="Refiner negative", clip=refiner.CLIP,
+    rneg = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 1, title="Refiner negative", clip=refiner.CLIP,
                   text=NEGATIVE, ascore=2.5, width=512, height=512)
-    teacher = wf.add("StudentTeacherImprove", "Teacher", 1, model=refiner.MODEL, positive=rpos.CONDITIONING,
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 2, model=refiner.MODEL, positive=rpos.CONDITIONING,
                      negative=rneg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=turbo.VAE,
                      strategy="refine", rollback_mode="strength", rollback=0.4, steps=4,
                      sampler_name="uni_pc", scheduler="normal", cfg=TEACHER_CFG, seed=0)
@@ -627,7 +632,7 @@ aesthetic score 6 / 2.5) from the same Prompt node. Both models share the SDXL l
 def wf_sd15_edit(schemas):
     name = "sd15_edit_sdedit"
     wf = Workflow(schemas, name)
-    wf.rows = ROWS_WIDE
+    wf.rows = [["Student", "note"], ["Oracle", "Teacher", "Output"]]
     tau, k = 0.0, 50
     wf.note(f"""# Text-guided editing (SDEdit): student edits, teacher regenerates the rejected ones
 
@@ -644,7 +649,7 @@ Put your photo in `ComfyUI/input/` (or upload it in the Load Image node).
 - Edit strength: the student's `denoise` and the teacher's `source_denoise` must be equal.
 - Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)}
 - {SD15_NOTE_SCHEDULER}
-""", size=NOTE_SIZE)
+""", size=(470, 500))
     prompt = prompt_node(wf, "a watercolor painting, soft pastel colors, paper texture")
     ckpt, student_model = sd15_student(wf)
     image = wf.add("LoadImage", "Student", 1, title="Source image", image="example.png")
@@ -671,7 +676,7 @@ Put your photo in `ComfyUI/input/` (or upload it in the Load Image node).
 def wf_sd15_controlnet(schemas, kind):
     name = f"sd15_controlnet_{kind}"
     wf = Workflow(schemas, name)
-    wf.rows = ROWS_WIDE
+    wf.rows = [["Student"], ["note", "Oracle", "Teacher", "Output"]]
     tau, k = 0.0, 50
     cn = MODELS["cn_canny" if kind == "canny" else "cn_seg"]
     hint = ("`LoadImage` -> `Canny` edge map" if kind == "canny"
@@ -692,7 +697,7 @@ Put your {"photo" if kind == "canny" else "segmentation map"} in `ComfyUI/input/
   text-to-image percentiles are only an approximation here.)
 - ControlNet `strength` applies to both models.
 - {SD15_NOTE_SCHEDULER}
-""", size=NOTE_SIZE)
+""", size=(440, 500))
     prompt = prompt_node(wf, "a cozy living room with a large window, warm evening light"
                          if kind == "seg" else "a futuristic house on a hill, golden hour, detailed")
     ckpt, student_model = sd15_student(wf)
@@ -701,7 +706,7 @@ Put your {"photo" if kind == "canny" else "segmentation map"} in `ComfyUI/input/
     pos = wf.add("CLIPTextEncode", "Student", 2, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
     neg = wf.add("CLIPTextEncode", "Student", 2, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
                  text=NEGATIVE)
-    cnl = wf.add("ControlNetLoader", "Student", 1, control_net_name=cn[0])
+    cnl = wf.add("ControlNetLoader", "Student", 2, control_net_name=cn[0])
     hint_image = image.IMAGE
     if kind == "canny":
         hint_image = wf.add("Canny", "Student", 1, image=image.IMAGE, low_threshold=0.4, high_threshold=0.8).IMAGE
@@ -709,7 +714,7 @@ Put your {"photo" if kind == "canny" else "segmentation map"} in `ComfyUI/input/
                    positive=pos.CONDITIONING, negative=neg.CONDITIONING, control_net=cnl.CONTROL_NET,
                    image=hint_image, strength=1.0, start_percent=0.0, end_percent=1.0)
     empty = wf.add("EmptyLatentImage", "Student", 3, width=512, height=512, batch_size=4)
-    student = wf.add("StudentTeacherConsistencySampler", "Student", 3, model=student_model, positive=apply.positive,
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 4, model=student_model, positive=apply.positive,
                      negative=apply.negative, latent_image=empty.LATENT, seed=0, steps=5, cfg=1.0,
                      schedule="lcm", denoise=1.0)
     _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "tau", tau, k, "none", 10)
@@ -724,7 +729,7 @@ Put your {"photo" if kind == "canny" else "segmentation map"} in `ComfyUI/input/
 def wf_calibrate(schemas):
     name = "calibrate_student"
     wf = Workflow(schemas, name)
-    wf.rows = [["note", "Student", "Oracle"], ["Output"]]
+    wf.rows = [["note", ["Student", "Output"], "Oracle"]]
     wf.note(f"""# Calibrate the oracle threshold for your student
 
 Generates one student sample per prompt of `calibration_prompts.txt` (shipped with the pack; put your
@@ -739,7 +744,7 @@ Calibrate with **exactly** the student settings the gate will see (checkpoint + 
 
 ## Files
 {model_table("sd15", "lcm_lora_sd15", "image_reward")}
-""", size=NOTE_SIZE)
+""", size=(560, 440))
     ckpt, student_model = sd15_student(wf)
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
                     device="auto", dtype="auto", preprocess="exact", batch_size=8)
@@ -748,14 +753,14 @@ Calibrate with **exactly** the student settings the gate will see (checkpoint + 
                  negative_prompt="", width=512, height=512, steps=5, cfg=1.0, schedule="lcm", seed=0,
                  batch_size=4, filename="lcm_lora_sd15_5steps")
     wf.add("PreviewImage", "Output", 0, title="Score histogram", images=cal.histogram)
-    wf.add("PreviewAny", "Output", 1, title="Percentiles", source=cal.summary)
+    wf.add("PreviewAny", "Output", 0, title="Percentiles", source=cal.summary)
     return wf
 
 
 def wf_adaptive(schemas):
     name = "sd15_adaptive_all_in_one"
     wf = Workflow(schemas, name)
-    wf.rows = [["Student", "Oracle", "Teacher", "Output"], ["note"]]
+    wf.rows = [[["Student", "note"], "Oracle", "Teacher", "Output"]]
     tau, k = 0.0, 50
     wf.note(f"""# All in one node: Adaptive Student-Teacher Sampler
 
@@ -769,7 +774,7 @@ rejected samples. Use the separate nodes to see or change each stage.
 ## Knobs that matter
 - {CALIBRATE_NOTE.format(tau=tau, k=k)}
 - `strategy` regenerate re-runs the teacher from the empty latent with the same seed.
-""", size=(760, 420))
+""", size=(660, 440))
     prompt = prompt_node(wf)
     ckpt, student_model = sd15_student(wf)
     pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
