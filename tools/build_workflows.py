@@ -11,9 +11,14 @@ checkout named by --comfyui / $COMFYUI_PATH) or, without a ComfyUI, from tests/d
     python tools/build_workflows.py --check         # exit 1 if a file differs from what it would write
     python tools/build_workflows.py --only sd15_lcm_lora_refine
 
-Layout: every node belongs to a group (Student, Oracle, Teacher, Output) or is a note; groups are laid
-out left to right, nodes stacked in the group's columns. Seeds are written "fixed" so a shipped
-workflow reproduces; change them in the UI.
+Layout: every node belongs to a group (Student, Oracle, Teacher, Output) or is the note; each workflow
+arranges those blocks in rows (Workflow.rows), nodes stacked in their group's columns, compact enough
+that the front end's "fit view" of a 1600x1000 window still draws node text (scale >= 0.59), and
+extra.ds is that fit view, so the graph opens fitted. Seeds are written "fixed" so a shipped workflow
+reproduces; change them in the UI.
+
+Checked by: tests/workflow_format.py (validate_workflow), ../shared/tools/frontend_check (the real
+front end loads each file, builds the API prompt, runs it with tiny models).
 """
 from __future__ import annotations
 
