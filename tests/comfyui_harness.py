@@ -305,7 +305,11 @@ def _start(path, work_dir, models_root, pack_root) -> ComfyHost:
     if not os.path.isfile(os.path.join(path, "nodes.py")) or not os.path.isdir(os.path.join(path, "comfy")):
         raise RuntimeError(f"{ENV_VAR}={path} is not a ComfyUI checkout (no nodes.py / comfy/)")
     t0 = time.perf_counter()
-    work_dir = work_dir or tempfile.mkdtemp(prefix="st_comfy_")
+    if work_dir is None:  # the harness's own temp dir: removed when the process exits
+        import atexit
+        import shutil
+        work_dir = tempfile.mkdtemp(prefix="st_comfy_")
+        atexit.register(shutil.rmtree, work_dir, True)
     own_models = not (models_root or os.environ.get(MODELS_ENV_VAR))
     models_root = models_root or os.environ.get(MODELS_ENV_VAR) or os.path.join(work_dir, "models")
     pack_root = os.path.abspath(pack_root or REPO_ROOT)
