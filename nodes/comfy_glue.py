@@ -1,6 +1,5 @@
 """Small bridges between the host-free core and ComfyUI's own objects."""
 import inspect
-import logging
 
 import torch
 
@@ -14,8 +13,6 @@ import latent_preview
 from ..schedulers.batching import take_rows
 from ..schedulers.consistency import consistency_denoised, consistency_sample
 from ..schedulers.noise import PerSampleNoise
-
-log = logging.getLogger("StudentTeacher")
 
 
 class ConsistencyModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):

@@ -55,7 +55,8 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
     if not todo:
         return out, todo, None
     n = int(latent["samples"].shape[0])
-    index = [batch_indices(latent)[i] for i in todo]
+    all_index = batch_indices(latent)
+    index = [all_index[i] for i in todo]
     start, mask = teacher_start(latent, todo, strategy, source_latent, model)
     schedule = ksampler_schedule(model, sampler_name, scheduler)
     if strategy == "refine":
@@ -73,10 +74,11 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
 
 def report(latent, decision, todo, strategy, steps):
     n = int(latent["samples"].shape[0])
+    index = batch_indices(latent)
     student_steps = (decision.student_steps if decision is not None else None) or \
         latent.get(STUDENT_META, {}).get("steps")
     lines = [f"teacher ({strategy}, {steps} steps) improved {len(todo)}/{n} samples"
-             + (f": #{', #'.join(str(batch_indices(latent)[i]) for i in todo)}" if todo else "")]
+             + (f": #{', #'.join(str(index[i]) for i in todo)}" if todo else "")]
     if student_steps:
         lines.append(f"average steps spent: {student_steps} + {len(todo)}/{n} x {steps} = "
                      f"{spent_steps(student_steps, steps, len(todo), n):g}")
