@@ -5,7 +5,7 @@
     python bench/bench_oracle.py --batches 1,2 --repeats 1 --no-unet   # quick
 
 Model: full-size ImageReward (random init by default; --standin uses the deterministic
-stand-in weights from ../shared/tools if present). Inputs: ComfyUI-style IMAGE batches
+stand-in weights of tools/imagereward_standin.py). Inputs: ComfyUI-style IMAGE batches
 [B, 512, 512, 3] float on the CPU (as a VAE decode leaves them), one prompt for all.
 Student step: one forward of a full-size SD1.5 UNet (diffusers UNet2DConditionModel with the
 SD1.5 config, random init, latent 64x64, batch B, cfg 1 -> one forward), same device/dtype.
@@ -26,8 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from oracle import ImageReward, ImageRewardConfig, ImageRewardOracle  # noqa: E402
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+from oracle.checkpoint import DTYPES  # noqa: E402
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
 
 SD15_UNET = dict(
@@ -60,10 +59,10 @@ def timeit(fn, device, repeats, warmup):
 
 def build_oracle_model(args, device, dtype):
     if args.standin:
-        sys.path.insert(0, os.path.join(os.path.dirname(ROOT), "shared", "tools"))
-        from imagereward_test_weights import load_key_spec, make_state_dict
         from oracle.checkpoint import validate_state_dict
-        sd, cfg = validate_state_dict(make_state_dict(load_key_spec(), seed=0))
+        from tools.imagereward_standin import standin_state_dict
+        with open(os.path.join(ROOT, "tests", "data", "imagereward", "keys.json")) as f:
+            sd, cfg = validate_state_dict(standin_state_dict(json.load(f), seed=0))
         with torch.device("meta"):
             m = ImageReward(cfg)
         m.load_state_dict(sd, strict=True, assign=True)
@@ -85,7 +84,7 @@ def main(argv=None):
     ap.add_argument("--image-size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     ap.add_argument("--no-unet", action="store_true")
-    ap.add_argument("--standin", action="store_true", help="use the shared stand-in weights")
+    ap.add_argument("--standin", action="store_true", help="use the stand-in weights of the parity tests")
     ap.add_argument("--json", default="", help="also write results to this JSON file")
     args = ap.parse_args(argv)
     if args.threads:

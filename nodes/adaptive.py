@@ -1,13 +1,15 @@
 """All-in-one adaptive sampler: student -> oracle gate -> teacher, for simple graphs.
-It calls the same functions as the separate nodes."""
-import comfy.samplers
-
-from ..schedulers.gating import THRESHOLD_MODES
-from ..schedulers.rollback import ROLLBACK_MODES
+It calls the same functions, and borrows the same input specs, as the separate nodes."""
 from .common import CATEGORY, ORACLE_TYPE, SEED
-from .gate import calibration_choices, gate
-from .student import SCHEDULES, student_sample
-from .teacher import STRATEGIES, improve, merged_images, report
+from .gate import OracleGate, calibration_signature, gate
+from .student import ConsistencySampler, student_sample
+from .teacher import Improve, improve, merged_images, report
+
+
+def borrowed(node, renames):
+    """Input specs of another node, under this node's names: {new name: that node's spec}."""
+    spec = node.INPUT_TYPES()["required"]
+    return {new: spec[old] for new, old in renames.items()}
 
 
 class AdaptiveSampler:
@@ -18,7 +20,8 @@ class AdaptiveSampler:
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "LATENT", "STRING")
     RETURN_NAMES = ("images", "latent", "report")
-    OUTPUT_TOOLTIPS = ("Final images.", "Final latents.", "Scores, decisions and average steps spent.")
+    OUTPUT_TOOLTIPS = ("Final images.", "Final latents, each sample with its record.",
+                       "Scores, decisions and average steps spent.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -32,25 +35,14 @@ class AdaptiveSampler:
             "oracle": (ORACLE_TYPE, {"tooltip": "From Load ImageReward Oracle."}),
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The prompt, for the oracle."}),
             "seed": SEED,
-            "student_steps": ("INT", {"default": 4, "min": 1, "max": 50, "tooltip": "Student steps S."}),
-            "student_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                                      "tooltip": "Student guidance."}),
-            "schedule": (list(SCHEDULES), {"default": "lcm", "tooltip": "lcm or turbo (see the student sampler)."}),
-            "threshold_mode": (list(THRESHOLD_MODES), {"default": "percentile", "tooltip": "tau, percentile or budget."}),
-            "tau": ("FLOAT", {"default": 0.0, "min": -10.0, "max": 10.0, "step": 0.01, "tooltip": "Threshold (tau mode)."}),
-            "k": ("INT", {"default": 50, "min": 0, "max": 100, "step": 10, "tooltip": "Percentile (percentile mode)."}),
-            "calibration": (calibration_choices(), {"tooltip": "Calibration JSON for percentile/budget modes."}),
-            "budget": ("FLOAT", {"default": 10.0, "min": 1.0, "max": 1000.0, "step": 0.5,
-                                 "tooltip": "Average steps per sample (budget mode)."}),
-            "strategy": (list(STRATEGIES), {"default": "refine", "tooltip": "refine or regenerate."}),
-            "rollback_mode": (list(ROLLBACK_MODES), {"default": "strength", "tooltip": "strength or vp."}),
-            "rollback": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": "Rollback amount."}),
-            "teacher_steps": ("INT", {"default": 12, "min": 1, "max": 1000, "tooltip": "Teacher steps R."}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "uni_pc", "tooltip": "Teacher sampler."}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal", "tooltip": "Teacher scheduler."}),
-            "teacher_cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                      "tooltip": "Teacher guidance."}),
+            **borrowed(ConsistencySampler, {"student_steps": "steps", "student_cfg": "cfg", "schedule": "schedule"}),
+            **borrowed(OracleGate, {k: k for k in ("threshold_mode", "tau", "k", "calibration", "budget")}),
+            **borrowed(Improve, {"strategy": "strategy", "rollback_mode": "rollback_mode", "rollback": "rollback",
+                                 "teacher_steps": "steps", "sampler_name": "sampler_name",
+                                 "scheduler": "scheduler", "teacher_cfg": "cfg"}),
         }}
+
+    IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, student, teacher, positive, negative, latent_image, vae, oracle, prompt, seed, student_steps,
             student_cfg, schedule, threshold_mode, tau, k, calibration, budget, strategy, rollback_mode,

@@ -8,22 +8,21 @@ import torch
 import comfy.utils
 import folder_paths
 
-from ..oracle.calibration import render_histogram, write_calibration
+from ..oracle.calibration import DEFAULT_KS, render_histogram, save_calibration_as
 from ..schedulers.errors import InputError
 from .comfy_glue import check_interrupt
-from .common import CATEGORY, ORACLE_TYPE, SEED
+from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature, full_path
 from .gate import CALIBRATION_FOLDER
-from .student import SCHEDULES, student_sample
+from .student import ConsistencySampler, student_sample
 
 PROMPTS_FOLDER = "student_teacher_prompts"
-KS = tuple(range(10, 100, 10))
+NO_FILE = "none"
+SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's prompts/ folder
 
 
 def read_prompts(text, prompts_file, limit):
-    if prompts_file and prompts_file != "none":
-        path = folder_paths.get_full_path(PROMPTS_FOLDER, prompts_file)
-        if path is None:
-            raise InputError("prompts_file", f"{prompts_file!r} not found", "pick a file from the list")
+    if prompts_file and prompts_file != NO_FILE:
+        path = full_path(PROMPTS_FOLDER, prompts_file, "prompts_file", "a text file with one prompt per line")
         with open(path, encoding="utf-8") as f:
             text = f.read()
     prompts = [line.strip() for line in text.splitlines() if line.strip()]
@@ -82,6 +81,8 @@ class CalibrateThreshold:
 
     @classmethod
     def INPUT_TYPES(cls):
+        student = ConsistencySampler.INPUT_TYPES()["required"]  # the same settings as the gate's student
+        files = [NO_FILE] + folder_paths.get_filename_list(PROMPTS_FOLDER)
         return {"required": {
             "model": ("MODEL", {"tooltip": "The student, exactly as the gate's graph uses it."}),
             "clip": ("CLIP", {"tooltip": "Encodes each prompt."}),
@@ -89,23 +90,25 @@ class CalibrateThreshold:
             "oracle": (ORACLE_TYPE, {"tooltip": "From Load ImageReward Oracle."}),
             "prompts": ("STRING", {"multiline": True, "default": "",
                                    "tooltip": "Held-out prompts, one per line (ignored when prompts_file is set)."}),
-            "prompts_file": (["none"] + folder_paths.get_filename_list(PROMPTS_FOLDER),
-                             {"tooltip": "A prompt list: the pack's prompts/ folder or "
-                                         "models/image_reward/prompts/, one prompt per line."}),
+            "prompts_file": (files, {"default": SHIPPED_PROMPTS if SHIPPED_PROMPTS in files else NO_FILE,
+                                     "tooltip": "A prompt list: the pack's prompts/ folder or "
+                                                "models/image_reward/prompts/, one prompt per line."}),
             "max_prompts": ("INT", {"default": 0, "min": 0, "max": 100000,
                                     "tooltip": "Use only the first N prompts (0 = all)."}),
             "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Shared negative prompt."}),
             "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Image width."}),
             "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Image height."}),
-            "steps": ("INT", {"default": 4, "min": 1, "max": 50, "tooltip": "Student steps, as in the gate's graph."}),
-            "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "Student cfg, as in the gate's graph."}),
-            "schedule": (list(SCHEDULES), {"default": "lcm", "tooltip": "lcm or turbo, as in the gate's graph."}),
+            **{name: student[name] for name in ("steps", "cfg", "schedule")},
             "seed": SEED,
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Prompts per student batch."}),
             "filename": ("STRING", {"default": "my_student",
-                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json."}),
+                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if that "
+                                               "file exists, as <filename>_2.json (never overwritten)."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, prompts_file=NO_FILE, **_):
+        return file_signature(PROMPTS_FOLDER, prompts_file) if prompts_file != NO_FILE else ""
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
             steps, cfg, schedule, seed, batch_size, filename):
@@ -120,10 +123,13 @@ class CalibrateThreshold:
                 "student": type(model.model.model_config).__name__, "seed": int(seed),
                 "negative_prompt": negative_prompt, "created": datetime.datetime.now().isoformat(timespec="seconds")}
         out_dir = folder_paths.get_folder_paths(CALIBRATION_FOLDER)[0]
-        path = os.path.join(out_dir, name + ".json")
-        data = write_calibration(path, scores, KS, meta)
+        path, data = save_calibration_as(out_dir, name, scores, DEFAULT_KS, meta)
+        saved = os.path.basename(path)
         taus = {int(k): v for k, v in data.items() if k != "metadata"}
-        hist = render_histogram(scores, taus, title=f"{name}: {len(texts)} prompts, {steps} steps, cfg {cfg:g}")
+        hist = render_histogram(scores, taus, title=f"{saved}: {len(texts)} prompts, {steps} steps, cfg {cfg:g}")
         image = torch.from_numpy(np.asarray(hist, dtype=np.float32) / 255.0)[None]
-        summary = f"saved {path}\n" + "\n".join(f"k={k}: tau={t:+.4f}" for k, t in taus.items())
+        where = f"saved {path}"
+        if saved != name + ".json":
+            where += f" ({name}.json exists already and was left as it is)"
+        summary = where + "\n" + "\n".join(f"k={k}: tau={t:+.4f}" for k, t in taus.items())
         return {"ui": {"text": [summary]}, "result": (image, summary)}

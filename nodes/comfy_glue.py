@@ -1,10 +1,11 @@
 """Small bridges between the host-free core and ComfyUI's own objects."""
 import inspect
+import logging
 
 import torch
 
 import comfy.model_management
-import comfy.model_sampling
+import comfy.model_sampling as MS
 import comfy.sample
 import comfy.samplers
 import comfy.utils
@@ -12,22 +13,94 @@ import latent_preview
 
 from ..schedulers.batching import take_rows
 from ..schedulers.consistency import consistency_denoised, consistency_sample
-from ..schedulers.noise import PerSampleNoise
+from ..schedulers.errors import InputError
+from ..schedulers.noise import PerSampleNoise, Stream
+
+log = logging.getLogger("StudentTeacher")
 
 
-class ConsistencyModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-    """The model's own discrete schedule with the LCM boundary condition on top, so a
-    plain LCM checkpoint or SD + LCM-LoRA samples correctly with no extra nodes."""
+class _ConsistencyBoundary:
+    """The LCM boundary condition on top of a model's own prediction (eps or v) and schedule."""
 
     def calculate_denoised(self, sigma, model_output, model_input):
         x0 = super().calculate_denoised(sigma, model_output, model_input)
         return consistency_denoised(x0, model_input, sigma, self.timestep(sigma))
 
 
+class _EpsConsistency(_ConsistencyBoundary, MS.ModelSamplingDiscrete, MS.EPS):
+    pass
+
+
+class _VConsistency(_ConsistencyBoundary, MS.ModelSamplingDiscrete, MS.V_PREDICTION):
+    pass
+
+
+def discrete_model_sampling(model, schedule: str):
+    """The model's ModelSamplingDiscrete, or an error: consistency timesteps index a 1000-step
+    discrete schedule."""
+    ms = model.get_model_object("model_sampling")
+    if not isinstance(ms, MS.ModelSamplingDiscrete) or isinstance(ms, (MS.ModelSamplingDiscreteEDM,
+                                                                       MS.StableCascadeSampling)):
+        raise InputError("model", f"schedule {schedule} needs a discrete-time (SD1.5/SDXL-family) student, "
+                         f"this model samples with {type(ms).__name__}", "use an SD1.5 or SDXL consistency student")
+    return ms
+
+
 def with_consistency_sampling(model):
+    """A clone of the student whose model sampling adds the LCM boundary condition to its own
+    prediction type (eps or v) and noise schedule (a zsnr or otherwise rescaled table is kept), so
+    a plain LCM checkpoint or SD + LCM-LoRA samples correctly with no extra nodes."""
+    current = discrete_model_sampling(model, "lcm")
+    if isinstance(current, MS.V_PREDICTION) and not isinstance(current, MS.EDM):
+        cls = _VConsistency
+    elif isinstance(current, MS.EPS) and not isinstance(current, (MS.V_PREDICTION, MS.X0)):
+        cls = _EpsConsistency
+    else:
+        raise InputError("model", f"schedule lcm needs an eps- or v-prediction student, this one is "
+                         f"{type(current).__name__}", "use schedule turbo, or an eps/v-prediction student")
+    ms = cls(model.model.model_config)
+    if current.sigmas.shape == ms.sigmas.shape:
+        ms.set_sigmas(current.sigmas.detach().clone())
+    else:  # ComfyUI's own 'lcm' sampling (a 50-entry table): the boundary condition here replaces it
+        log.info("StudentTeacher: the student's %s is replaced by the pack's LCM sampling",
+                 type(current).__name__)
     m = model.clone()
-    m.add_object_patch("model_sampling", ConsistencyModelSampling(model.model.model_config))
+    m.add_object_patch("model_sampling", ms)
     return m
+
+
+def latent_format_name(model) -> str:
+    return type(model.model.latent_format).__name__
+
+
+def check_model_fits(model, model_input: str, samples=None, latent_input: str = "latent", records=None,
+                     conditioning=None):
+    """Refuse, before sampling, a model that cannot run on these inputs (ComfyUI would fail deep in
+    the UNet with 'mat1 and mat2 shapes cannot be multiplied'): a latent with the wrong number of
+    channels or made in another model family's latent space, or conditioning of another width."""
+    family = latent_format_name(model)
+    channels = model.model.latent_format.latent_channels
+    if samples is not None and samples.ndim >= 2 and samples.shape[1] != channels and samples.any():
+        raise InputError(latent_input, f"has {samples.shape[1]} channels, {model_input} ({family}) works in "
+                         f"{channels}", f"use a latent of {model_input}'s family")
+    made_in = {r.latent_format for r in records or () if r.latent_format}
+    if made_in and made_in != {family}:
+        raise InputError(model_input, f"is a {family} model but the samples were made in the "
+                         f"{'/'.join(sorted(made_in))} latent space",
+                         f"use a {'/'.join(sorted(made_in))} {model_input} (and its own conditioning)")
+    width = model.model.model_config.unet_config.get("context_dim")
+    for name, cond in (conditioning or {}).items():
+        for tensor, _extra in cond or ():
+            if width and tensor.shape[-1] != width:
+                raise InputError(name, f"is {tensor.shape[-1]} wide but {model_input} ({family}) expects {width}",
+                                 f"encode the prompt with the CLIP of {model_input}'s checkpoint")
+
+
+def check_vae_fits(vae, samples):
+    channels = getattr(vae, "latent_channels", None)
+    if channels is not None and samples.shape[1] != channels:
+        raise InputError("vae", f"decodes {channels}-channel latents, the samples have {samples.shape[1]}",
+                         "use the VAE of the student's checkpoint")
 
 
 def sigmas_at_timesteps(model, timesteps) -> torch.Tensor:
@@ -49,19 +122,35 @@ def initial_noise(latent_samples, seed, batch_index):
     return comfy.sample.prepare_noise(latent_samples, seed, list(batch_index))
 
 
+def rollback_noise(seed, batch_index, sample_shape):
+    """Algorithm 1's fresh Z for refine: a stream of its own, independent of the initial noise."""
+    return PerSampleNoise(seed, batch_index, sample_shape, Stream.ROLLBACK).draw(0)
+
+
+def noised_latent(model, x0, noise, sigma):
+    """x0 + sigma * noise in the model's own latent space, returned in the LATENT's space (as core
+    AddNoise: process_latent_in -> noise_scaling -> process_latent_out), with the sqrt(1 + sigma^2)
+    scaling ComfyUI's samplers use when sigma is the schedule's top."""
+    ms = model.get_model_object("model_sampling")
+    at_top = float(sigma) >= float(ms.sigma_max) * (1 - 1e-5)
+    x_in = model.get_model_object("process_latent_in")(x0)
+    noised = ms.noise_scaling(sigma.to(x_in.dtype), noise.to(x_in), x_in, max_denoise=at_top)
+    return model.get_model_object("process_latent_out")(noised)
+
+
 def consistency_sampler(seed, batch_index, sample_shape):
     """A SAMPLER running multistep consistency sampling with per-sample re-noising."""
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = extra_args or {}
         s_in = x.new_ones([x.shape[0]])
-        renoise = PerSampleNoise(seed, batch_index, sample_shape, x.dtype, x.device)
+        renoise = PerSampleNoise(seed, batch_index, sample_shape, Stream.STUDENT_RENOISE, x.dtype, x.device)
 
         def report(i, x0, xi):
             if callback is not None:
                 callback({"x": xi, "i": i, "sigma": sigmas[i], "sigma_hat": sigmas[i], "denoised": x0})
 
         return consistency_sample(lambda xi, s: model(xi, s * s_in, **extra_args), x, sigmas,
-                                  lambda i: renoise.draw(i + 1), report)
+                                  renoise.draw, report)
     return comfy.samplers.KSAMPLER(sample)
 
 
@@ -69,7 +158,7 @@ def per_sample_sampler(sampler_name, seed, batch_index, sample_shape, device):
     """ComfyUI's sampler, with stochastic samplers drawing noise per sample (not per batch)."""
     sampler = comfy.samplers.sampler_object(sampler_name)
     if "noise_sampler" in inspect.signature(sampler.sampler_function).parameters:
-        noise = PerSampleNoise(seed, batch_index, sample_shape, torch.float32, device)
+        noise = PerSampleNoise(seed, batch_index, sample_shape, Stream.TEACHER_SAMPLER, torch.float32, device)
         sampler = comfy.samplers.KSAMPLER(sampler.sampler_function,
                                           extra_options={**sampler.extra_options, "noise_sampler": noise},
                                           inpaint_options=sampler.inpaint_options)

@@ -3,17 +3,20 @@ import logging
 
 import folder_paths
 
-from ..oracle.calibration import read_calibration
+from ..oracle.calibration import CalibrationError, read_calibration
 from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
 from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, resolve_threshold
-from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, STUDENT_META
-from .comfy_glue import check_interrupt
+from ..schedulers.record import bare_records, records_of, stage_steps
+from .comfy_glue import check_interrupt, check_vae_fits
+from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
 from .preview import save_previews
 
 log = logging.getLogger("StudentTeacher")
 CALIBRATION_FOLDER = "image_reward_calibration"
 NO_CALIBRATION = "none"
+NO_RECORDS = ("the latent carries no sample records (it does not come straight from the Consistency Student "
+              "Sampler, or a core latent node rebuilt it): using the widgets' settings")
 
 
 def calibration_choices():
@@ -21,47 +24,52 @@ def calibration_choices():
 
 
 def load_calibration(name):
-    """(taus, metadata, label) of a calibration file, or (None, {}, '') for none."""
+    """(taus, metadata) of a calibration file, or (None, {}) for none."""
     if not name or name == NO_CALIBRATION:
-        return None, {}, ""
-    path = folder_paths.get_full_path(CALIBRATION_FOLDER, name)
-    if path is None:
-        raise InputError("calibration", f"file {name!r} not found in models/image_reward/calibration",
-                         "put the calibration JSON there, or make one with the Calibrate node")
-    taus, meta = read_calibration(path)
-    return taus, meta, name
+        return None, {}
+    path = full_path(CALIBRATION_FOLDER, name, "calibration", "the calibration JSON (the Calibrate node makes one)")
+    try:
+        return read_calibration(path)
+    except CalibrationError as e:
+        raise InputError("calibration", str(e), "pick another file, or make it again with the Calibrate node") from None
+
+
+def calibration_signature(node_class, calibration=NO_CALIBRATION, **_):
+    """IS_CHANGED of the nodes with a calibration input: a file recalibrated under the same name re-runs them."""
+    return file_signature(CALIBRATION_FOLDER, calibration) if calibration != NO_CALIBRATION else ""
 
 
 def calibration_mismatch(meta, student):
     """Calibrating with other steps or cfg than the gate's student makes tau meaningless."""
-    notes = []
-    for key in ("steps", "cfg", "schedule"):
-        if key in meta and key in student and meta[key] != student[key]:
-            notes.append(f"warning: the calibration used {key} = {meta[key]} but the student ran with "
-                         f"{key} = {student[key]}; recalibrate with the gate's settings")
-    return notes
+    return [f"warning: the calibration used {key} = {meta[key]} but the student ran with {key} = {student[key]}; "
+            "recalibrate with the gate's settings"
+            for key in ("steps", "cfg", "schedule") if key in meta and key in student and meta[key] != student[key]]
 
 
 def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
          budget=10.0, student_steps=0, teacher_steps=12) -> GateDecision:
     """Decode the student's samples once, score them, and threshold the scores."""
-    student = latent.get(STUDENT_META, {})
-    steps = int(student_steps) or int(student.get("steps", 0))
+    records = records_of(latent)
+    notes = [] if records else [NO_RECORDS]
+    records = records or bare_records(batch_indices(latent))
+    student = records[0].last("student")
+    steps = int(student_steps) or stage_steps(records, "student") or 0
     if threshold_mode == "budget" and not steps:
-        raise InputError("student_steps", "budget mode needs the student's step count, and the latent "
-                         "does not come from the Consistency Student Sampler", "set student_steps")
-    taus, meta, label = load_calibration(calibration)
-    threshold = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=label or "the calibration",
-                                  budget=budget, student_steps=steps or 1, teacher_steps=teacher_steps)
+        raise InputError("student_steps", "budget mode needs the student's step count and the latent does not "
+                         "say it", "set student_steps")
+    taus, meta = load_calibration(calibration)
+    threshold = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=calibration, budget=budget,
+                                  student_steps=steps or 1, teacher_steps=teacher_steps)
+    check_vae_fits(vae, latent["samples"])
     images = vae.decode(latent["samples"])
     check_interrupt()
     scores = oracle.score(images, [prompt] * images.shape[0])
-    decision = decide(scores, threshold, batch_indices(latent), steps or None)
-    decision.images = images
-    decision.notes += calibration_mismatch(meta, student)
-    for note in decision.notes:
+    if student is not None:
+        notes += calibration_mismatch(meta, student.settings)
+    for note in notes:
         log.warning(note)
-    return decision
+    return decide(scores, threshold, records, images=images,
+                  budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes)
 
 
 class OracleGate:
@@ -87,11 +95,12 @@ class OracleGate:
                                   "tooltip": "The prompt the samples were made for (the oracle scores "
                                              "image-text agreement). Share it with CLIPTextEncode via a "
                                              "String primitive."}),
-            "threshold_mode": (list(THRESHOLD_MODES), {"default": "percentile",
-                                                       "tooltip": "tau: use tau as given. percentile: tau = the "
-                                                                  "k-th percentile from the calibration file. "
-                                                                  "budget: the largest calibrated k whose average "
-                                                                  "cost S + k/100*R fits the budget."}),
+            "threshold_mode": (list(THRESHOLD_MODES), {"default": "tau",
+                                                       "tooltip": "tau: use tau as given (0 = ImageReward's average "
+                                                                  "generated image). percentile: tau = the k-th "
+                                                                  "percentile from the calibration file. budget: the "
+                                                                  "largest calibrated k whose average cost "
+                                                                  "S + k/100*R fits the budget."}),
             "tau": ("FLOAT", {"default": 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
                               "tooltip": "Score threshold (threshold_mode tau): samples scoring below it go to "
                                          "the teacher."}),
@@ -111,11 +120,12 @@ class OracleGate:
                                                  "Teacher Improve node."}),
         }}
 
+    IS_CHANGED = classmethod(calibration_signature)
+
     def run(self, latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget, student_steps,
             teacher_steps):
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                         student_steps, teacher_steps)
-        decision.budget_teacher_steps = teacher_steps if threshold_mode == "budget" else None
         captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}"
                     for s, ok in zip(decision.scores.tolist(), decision.accepted.tolist())]
         ui = {"images": save_previews(decision.images, captions, decision.accepted.tolist())}

@@ -1,18 +1,17 @@
 """ImageReward oracle nodes: load the scorer once, score any IMAGE batch."""
 import torch
 
-import comfy.model_management
+import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
 
 from ..oracle import ImageRewardOracle, OracleLoadError, load_image_reward
+from ..oracle.checkpoint import DTYPES, WEIGHT_EXTENSIONS
 from ..schedulers.errors import InputError
-from .common import CATEGORY, ORACLE_TYPE
+from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
 from .preview import save_previews
 
 ORACLE_FOLDER = "image_reward"
-WEIGHT_EXTENSIONS = (".pt", ".pth", ".safetensors")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def oracle_files():
@@ -20,8 +19,8 @@ def oracle_files():
 
 
 class ComfyOracle:
-    """The IR_ORACLE value: a scorer whose weights ComfyUI loads to the GPU before each use
-    and may offload afterwards, like any model."""
+    """The IR_ORACLE value: a scorer whose weights ComfyUI moves to the GPU before each use and
+    may offload afterwards, like any model."""
 
     def __init__(self, scorer, patcher):
         self.scorer = scorer
@@ -29,25 +28,26 @@ class ComfyOracle:
         self.name = scorer.name
 
     def score(self, images, prompts):
-        comfy.model_management.load_models_gpu([self.patcher])
+        # always whole: the oracle is plain torch (no comfy.ops casting), so a partial low-VRAM load
+        # would leave some weights on the CPU; ComfyUI loads its own text encoders the same way
+        mm.load_models_gpu([self.patcher], force_full_load=True)
         return self.scorer.score(images, prompts)
 
 
 def load_oracle(file, device="auto", dtype="auto", preprocess="exact", batch_size=8):
-    path = folder_paths.get_full_path(ORACLE_FOLDER, file) if file else None
-    if path is None:
-        raise InputError("oracle_file", f"{file!r} is not in models/{ORACLE_FOLDER}/",
-                         f"download ImageReward.pt (THUDM/ImageReward) into ComfyUI/models/{ORACLE_FOLDER}/")
-    load_device = comfy.model_management.get_torch_device() if device == "auto" else torch.device("cpu")
+    path = full_path(ORACLE_FOLDER, file, "oracle_file", "ImageReward.pt (huggingface.co/THUDM/ImageReward)")
+    if device == "auto":  # where and how ComfyUI puts its text encoders
+        load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
+    else:
+        load_device = offload_device = torch.device("cpu")
     if dtype == "auto":
-        dtype = "fp16" if load_device.type == "cuda" else "fp32"
+        dtype = "fp16" if load_device.type == "cuda" and mm.should_use_fp16(load_device) else "fp32"
     try:
         model = load_image_reward(path, device="cpu", dtype=DTYPES[dtype])
     except OracleLoadError as e:
-        raise InputError("oracle_file", str(e), f"replace {file} with the original ImageReward.pt") from None
+        raise InputError("oracle_file", e.problem, e.fix) from None
     model.eval().requires_grad_(False)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                               offload_device=comfy.model_management.unet_offload_device())
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
     scorer = ImageRewardOracle(model, preprocess=preprocess, batch_size=batch_size, name=file)
     return ComfyOracle(scorer, patcher)
 
@@ -67,7 +67,9 @@ class LoadImageRewardOracle:
         return {"required": {
             "oracle_file": (oracle_files(), {"tooltip": "A file in ComfyUI/models/image_reward/ "
                                                         "(ImageReward.pt from THUDM/ImageReward)."}),
-            "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's GPU when there is one."}),
+            "device": (["auto", "cpu"], {"default": "auto",
+                                         "tooltip": "auto: where ComfyUI runs its text encoders (the GPU unless "
+                                                    "VRAM is low)."}),
             "dtype": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                                                          "tooltip": "auto: fp16 on CUDA, fp32 on CPU."}),
             "preprocess": (["exact", "fast"], {"default": "exact",
@@ -76,6 +78,10 @@ class LoadImageRewardOracle:
             "batch_size": ("INT", {"default": 8, "min": 1, "max": 256,
                                    "tooltip": "Images scored per forward pass."}),
         }}
+
+    @classmethod
+    def IS_CHANGED(cls, oracle_file="", **_):
+        return file_signature(ORACLE_FOLDER, oracle_file)
 
     def load(self, oracle_file, device, dtype, preprocess, batch_size):
         return (load_oracle(oracle_file, device, dtype, preprocess, batch_size),)

@@ -1,50 +1,53 @@
 """Consistency student sampler: LCM / CD / SDXL-Turbo students in 1-8 steps."""
 import comfy.sample
-import comfy.samplers
 
 from ..schedulers.batching import batch_indices
 from ..schedulers.consistency import lcm_timesteps, trailing_timesteps
 from ..schedulers.errors import InputError
-from .comfy_glue import (consistency_sampler, initial_noise, sample_with_sigmas, sigmas_at_timesteps,
-                         with_consistency_sampling)
-from .common import CATEGORY, SEED, STUDENT_META
+from ..schedulers.record import SampleRecord, Stage, with_records
+from .comfy_glue import (check_model_fits, consistency_sampler, discrete_model_sampling, initial_noise,
+                         latent_format_name, sample_with_sigmas, sigmas_at_timesteps, with_consistency_sampling)
+from .common import CATEGORY, SEED
 
 SCHEDULES = ("lcm", "turbo")
 
 
 def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0):
-    """Sample a LATENT with a consistency student; returns a new LATENT dict."""
+    """Sample a LATENT with a consistency student; returns a new LATENT whose records say how."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
+    check_model_fits(model, "model", latent["samples"], "latent_image",
+                     conditioning={"positive": positive, "negative": negative})
     x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     index = batch_indices(latent)
     if schedule == "lcm":
         model = with_consistency_sampling(model)
         timesteps = lcm_timesteps(steps, strength=denoise)
     else:
+        discrete_model_sampling(model, schedule)
         timesteps = trailing_timesteps(steps, strength=denoise)
     sigmas = sigmas_at_timesteps(model, timesteps)
     sampler = consistency_sampler(seed, index, tuple(x.shape[1:]))
     samples = sample_with_sigmas(model, initial_noise(x, seed, index), cfg, sampler, sigmas,
                                  positive, negative, x, latent.get("noise_mask"))
-    out = {k: v for k, v in latent.items() if k != STUDENT_META}
-    out["samples"] = samples
-    out["batch_index"] = index
-    out[STUDENT_META] = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
-                         "denoise": float(denoise), "seed": int(seed), "timesteps": timesteps}
-    return out
+    stage = Stage("student", steps=int(steps), settings={"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
+                                                         "denoise": float(denoise), "timesteps": tuple(timesteps)})
+    family = latent_format_name(model)
+    records = [SampleRecord(b, seed=int(seed), latent_format=family, stages=(stage,)) for b in index]
+    return with_records({**latent, "samples": samples}, records)
 
 
 class ConsistencySampler:
     DESCRIPTION = ("Samples with a consistency-distilled student (LCM checkpoint, SD + LCM-LoRA, "
                    "LCM-SDXL, SDXL-Turbo) in a few steps. The LCM timesteps and boundary condition are "
-                   "applied here, so no ModelSampling node is needed. Each sample's noise depends only on "
-                   "(seed, batch index), so a sample never changes when others join its batch.")
+                   "applied here, for eps- and v-prediction students, so no ModelSampling node is needed. "
+                   "Each sample's noise depends only on (seed, batch index), so a sample never changes when "
+                   "others join its batch.")
     CATEGORY = CATEGORY
     FUNCTION = "sample"
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
-    OUTPUT_TOOLTIPS = ("The student's samples, with the student's settings recorded for the gate.",)
+    OUTPUT_TOOLTIPS = ("The student's samples, each with its record (seed, batch index, settings) for the gate.",)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -4,14 +4,17 @@ import comfy.sample
 import comfy.samplers
 
 from ..schedulers.batching import batch_indices, put_rows, take_rows
-from ..schedulers.errors import InputError
-from ..schedulers.gating import spent_steps
+from ..schedulers.errors import InputError, require_fraction
+from ..schedulers.record import Stage, bare_records, cost_line, records_of, with_records
 from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigmas
-from .comfy_glue import (check_interrupt, initial_noise, ksampler_schedule, per_sample_sampler,
-                         sample_with_sigmas, subset_conditioning)
-from .common import CATEGORY, GATE_TYPE, SEED, STUDENT_META
+from .comfy_glue import (check_interrupt, check_model_fits, initial_noise, ksampler_schedule, per_sample_sampler,
+                         rollback_noise, sample_with_sigmas, subset_conditioning)
+from .common import CATEGORY, GATE_TYPE, SEED
 
 STRATEGIES = ("refine", "regenerate")
+NEEDS_SOURCE = ("regenerate needs the latent the student started from",
+                "connect the Empty Latent Image (text-to-image) or the VAE-encoded source image (editing) "
+                "to source_latent")
 
 
 def samples_to_improve(latent, decision):
@@ -19,12 +22,9 @@ def samples_to_improve(latent, decision):
     n = int(latent["samples"].shape[0])
     if decision is None:
         return list(range(n))
-    if decision.batch_size != n:
-        raise InputError("gate", f"the GATE was made for {decision.batch_size} samples but the latent has {n}",
-                         "connect the gate that scored this same latent")
-    if decision.batch_index != batch_indices(latent):
-        raise InputError("gate", "the GATE's batch indices differ from the latent's",
-                         "connect the gate that scored this same latent")
+    if decision.batch_size != n or decision.batch_index != batch_indices(latent):
+        raise InputError("gate", f"the gate decided on samples {decision.batch_index}, the latent holds "
+                         f"{batch_indices(latent)}", "connect the gate that scored this same latent")
     return decision.rejected
 
 
@@ -37,8 +37,7 @@ def teacher_start(latent, todo, strategy, source_latent, model):
     if strategy != "regenerate":
         raise InputError("strategy", f"unknown strategy {strategy!r}", f"choose one of {STRATEGIES}")
     if source_latent is None:
-        raise InputError("source_latent", "regenerate needs the latent the student started from",
-                         "connect the Empty Latent Image (text-to-image) or the VAE-encoded source image (editing)")
+        raise InputError("source_latent", *NEEDS_SOURCE)
     src = comfy.sample.fix_empty_latent_channels(model, source_latent["samples"])
     if src.shape[0] not in (1, n) or src.shape[1:] != latent["samples"].shape[1:]:
         raise InputError("source_latent", f"shape {tuple(src.shape)} does not match the student's "
@@ -49,39 +48,43 @@ def teacher_start(latent, todo, strategy, source_latent, model):
 
 def improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
             scheduler, cfg, seed, decision=None, source_latent=None, source_denoise=1.0):
-    """Returns (new LATENT, indices improved, teacher output rows)."""
+    """Returns (new LATENT with the improved samples' records extended, indices improved, their rows)."""
     todo = samples_to_improve(latent, decision)
-    out = dict(latent)
+    records = decision.records if decision is not None else records_of(latent) or bare_records(batch_indices(latent))
     if not todo:
-        return out, todo, None
+        return with_records(latent, records), todo, None
     n = int(latent["samples"].shape[0])
-    all_index = batch_indices(latent)
-    index = [all_index[i] for i in todo]
+    check_model_fits(model, "model", latent["samples"], "latent", records,
+                     {"positive": positive, "negative": negative})
+    index = [records[i].batch_index for i in todo]
     start, mask = teacher_start(latent, todo, strategy, source_latent, model)
     schedule = ksampler_schedule(model, sampler_name, scheduler)
     if strategy == "refine":
         sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback)
+        noise = rollback_noise(seed, index, start.shape[1:])
+        settings = {"strategy": strategy, "rollback_mode": rollback_mode, "rollback": float(rollback)}
     else:
-        sigmas = strength_sigmas(schedule, steps, source_denoise)
+        sigmas = strength_sigmas(schedule, steps, require_fraction("source_denoise", source_denoise))
+        noise = initial_noise(start, seed, index)
+        settings = {"strategy": strategy, "source_denoise": float(source_denoise)}
+    settings.update(sampler=sampler_name, scheduler=scheduler, cfg=float(cfg), seed=int(seed))
     check_interrupt()
     sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device)
-    rows = sample_with_sigmas(model, initial_noise(start, seed, index), cfg, sampler, sigmas,
-                              subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
-                              start, take_rows(mask, todo, n))
-    out["samples"] = put_rows(latent["samples"], todo, rows)
+    rows = sample_with_sigmas(model, noise, cfg, sampler, sigmas, subset_conditioning(positive, todo, n),
+                              subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n))
+    stage = Stage("teacher", steps=int(steps), settings=settings)
+    records = [r.then(stage) if i in todo else r for i, r in enumerate(records)]
+    out = with_records({**latent, "samples": put_rows(latent["samples"], todo, rows)}, records)
     return out, todo, rows
 
 
 def report(latent, decision, todo, strategy, steps):
     n = int(latent["samples"].shape[0])
-    index = batch_indices(latent)
-    student_steps = (decision.student_steps if decision is not None else None) or \
-        latent.get(STUDENT_META, {}).get("steps")
+    records = records_of(latent)
     lines = [f"teacher ({strategy}, {steps} steps) improved {len(todo)}/{n} samples"
-             + (f": #{', #'.join(str(index[i]) for i in todo)}" if todo else "")]
-    if student_steps:
-        lines.append(f"average steps spent: {student_steps} + {len(todo)}/{n} x {steps} = "
-                     f"{spent_steps(student_steps, steps, len(todo), n):g}")
+             + (f": #{', #'.join(str(records[i].batch_index) for i in todo)}" if todo else "")]
+    if records and records[0].last("student"):
+        lines.append(cost_line(records))
     if decision is not None:
         lines.append(f"acceptance rate: {100 * decision.acceptance_rate:.0f}%")
         if decision.budget_teacher_steps not in (None, steps):
@@ -99,13 +102,13 @@ def merged_images(vae, latent, decision, todo, rows):
     return put_rows(decision.images, todo, vae.decode(rows))
 
 
-class TeacherImprove:
+class Improve:
     DESCRIPTION = ("Runs the teacher on the samples the gate rejected (all samples when no gate is "
                    "connected), as one sub-batch through ComfyUI's samplers. refine: roll the student "
-                   "sample back to a noise level and run a few teacher steps. regenerate: sample from the "
-                   "source latent with the same seed (text-to-image, or SDEdit editing). Kept samples pass "
-                   "through bit-identical, and when the gate keeps every sample the teacher model is never "
-                   "loaded.")
+                   "sample back to a noise level with fresh noise and run a few teacher steps. regenerate: "
+                   "sample from the source latent with the student's noise (same seed: text-to-image, or "
+                   "SDEdit editing). Kept samples pass through bit-identical, and when the gate keeps every "
+                   "sample the teacher model is never loaded.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("LATENT", "IMAGE", "STRING")
@@ -155,18 +158,18 @@ class TeacherImprove:
                                                     "strength (e.g. 0.6) for SDEdit."}),
         }}
 
-    def check_lazy_status(self, strategy, gate=None, model=None, positive=None, negative=None,
-                          source_latent=None, **_):
+    def check_lazy_status(self, strategy, gate=None, **inputs):
+        """The lazy inputs still needed: none when the gate keeps every sample. An input that is not
+        connected is absent from `inputs` (a connected one not yet evaluated is None): ask only for
+        connected ones, so a missing source_latent gets the pack's own message from run()."""
         if gate is not None and not gate.rejected:
             return []
-        needed = {"model": model, "positive": positive, "negative": negative}
-        if strategy == "regenerate":
-            needed["source_latent"] = source_latent
-        return [name for name, value in needed.items() if value is None]
+        needed = ["model", "positive", "negative"] + (["source_latent"] if strategy == "regenerate" else [])
+        return [name for name in needed if name in inputs and inputs[name] is None]
 
     def run(self, model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
             scheduler, cfg, seed, vae, gate=None, source_latent=None, source_denoise=1.0):
         out, todo, rows = improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps,
                                   sampler_name, scheduler, cfg, seed, gate, source_latent, source_denoise)
-        text = report(latent, gate, todo, strategy, steps)
+        text = report(out, gate, todo, strategy, steps)
         return {"ui": {"text": [text]}, "result": (out, merged_images(vae, out, gate, todo, rows), text)}

@@ -3,8 +3,8 @@
 Host-free: never imports ComfyUI; needs only torch, numpy, PIL, safetensors and tokenizers.
 """
 from .base import Oracle
-from .calibration import (CalibrationError, percentile_thresholds, read_calibration,
-                          render_histogram, tau_for_k, write_calibration)
+from .calibration import (CalibrationError, CalibrationExists, percentile_thresholds, read_calibration,
+                          render_histogram, save_calibration_as, write_calibration)
 from .checkpoint import OPTIONAL_KEYS, OracleLoadError, load_image_reward, read_state_dict
 from .image_reward import ImageReward, ImageRewardConfig
 from .scorer import ImageRewardOracle
@@ -13,6 +13,6 @@ from .tokenizer import BertTokenizer
 __all__ = [
     "ImageRewardConfig", "ImageReward", "load_image_reward", "ImageRewardOracle",
     "OracleLoadError", "Oracle", "CalibrationError", "BertTokenizer", "OPTIONAL_KEYS",
-    "read_state_dict", "percentile_thresholds", "write_calibration", "read_calibration",
-    "tau_for_k", "render_histogram",
+    "read_state_dict", "percentile_thresholds", "write_calibration", "save_calibration_as",
+    "CalibrationExists", "read_calibration", "render_histogram",
 ]

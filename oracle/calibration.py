@@ -5,6 +5,7 @@ top-level keys are the percentiles as strings and values the thresholds, e.g.
 ``{"10": -0.61, "20": -0.17, ..., "90": 1.64}``. This pack may add a ``"metadata"`` object beside
 them (model, prompt set, sampler, ...); readers ignore it if they do not know it.
 """
+import itertools
 import json
 import math
 import os
@@ -64,10 +65,16 @@ def percentile_thresholds(scores, ks: Iterable = DEFAULT_KS) -> Dict[str, float]
     return {_k_key(k): float(v) for k, v in zip(ks, vals)}
 
 
+class CalibrationExists(CalibrationError, FileExistsError):
+    """The calibration file is there already: a calibration is never replaced silently."""
+
+
 def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
                       metadata: Optional[Mapping] = None) -> dict:
-    """Write {"10": tau, ..., "metadata": {...}} to ``path`` (atomically); returns the dict.
-    metadata gets "n_scores", "score_mean", "score_std" unless it has them already."""
+    """Write {"10": tau, ..., "metadata": {...}} to a NEW file ``path``; returns the dict.
+    Raises CalibrationExists if ``path`` exists (nothing is overwritten). The file appears whole
+    or not at all (written beside it, then hard-linked into place). metadata gets "n_scores",
+    "score_mean", "score_std" unless it has them already."""
     a = _clean_scores(scores)
     data = percentile_thresholds(a, ks)
     meta = dict(metadata or {})
@@ -76,7 +83,7 @@ def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
     meta.setdefault("score_std", float(a.std()))
     data["metadata"] = meta
     try:
-        text = json.dumps(data, indent=1, allow_nan=False)
+        text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
         raise CalibrationError(f"metadata is not JSON-serialisable ({e}); pass plain strings, "
                                "numbers, lists and dicts") from None
@@ -85,35 +92,57 @@ def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
     os.makedirs(d, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".calib-", suffix=".json", dir=d)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        try:
+            os.link(tmp, path)  # atomic, and fails rather than replace an existing file
+        except FileExistsError:
+            raise CalibrationExists(f"{os.path.basename(path)} exists already; choose another name") from None
+        except OSError:  # a file system without hard links: exclusive create
+            try:
+                with open(path, "x", encoding="utf-8") as f:
+                    f.write(text)
+            except FileExistsError:
+                raise CalibrationExists(f"{os.path.basename(path)} exists already; choose another name") from None
+    finally:
+        os.unlink(tmp)
     return data
+
+
+def save_calibration_as(directory, name: str, scores, ks: Iterable = DEFAULT_KS,
+                        metadata: Optional[Mapping] = None) -> Tuple[str, dict]:
+    """Write <name>.json in ``directory``, or <name>_2.json, <name>_3.json, ... when the name is
+    taken, never replacing a file. Returns (path written, data)."""
+    for n in itertools.count(1):
+        path = os.path.join(directory, f"{name}.json" if n == 1 else f"{name}_{n}.json")
+        if os.path.exists(path):
+            continue
+        try:
+            return path, write_calibration(path, scores, ks, metadata)
+        except CalibrationExists:  # taken between the check and the write
+            continue
 
 
 def read_calibration(path) -> Tuple[Dict[int, float], dict]:
     """-> (taus {k: tau} with int k (float k if not integral), metadata dict ({} if none)).
     Accepts the official IR_percentiles_*.json files (no metadata)."""
     path = os.fspath(path)
+    name = os.path.basename(path)
     try:
         with open(path, encoding="utf-8") as f:
             raw = json.load(f)
     except FileNotFoundError:
-        raise CalibrationError(f"calibration file '{path}' does not exist; create one with the "
-                               "calibration node or pick an existing IR_percentiles_*.json") from None
+        raise CalibrationError(f"calibration file {name} does not exist; make one with the "
+                               "Calibrate node or pick an existing file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CalibrationError(f"calibration file '{path}' is not valid JSON ({e}); it must look "
+        raise CalibrationError(f"calibration file {name} is not valid JSON ({e}); it must look "
                                'like {"10": -0.61, "20": -0.17, ..., "90": 1.64}') from None
     if not isinstance(raw, dict):
-        raise CalibrationError(f"calibration file '{path}' holds a {type(raw).__name__}, not an "
+        raise CalibrationError(f"calibration file {name} holds a {type(raw).__name__}, not an "
                                'object like {"10": -0.61, ..., "90": 1.64}')
     meta = raw.get("metadata", {})
     if not isinstance(meta, dict):
-        raise CalibrationError(f"calibration file '{path}': \"metadata\" must be an object")
+        raise CalibrationError(f'calibration file {name}: "metadata" must be an object')
     taus = {}
     for key, val in raw.items():
         if key == "metadata":
@@ -121,34 +150,17 @@ def read_calibration(path) -> Tuple[Dict[int, float], dict]:
         try:
             kf = float(key)
         except ValueError:
-            raise CalibrationError(f"calibration file '{path}': key {key!r} is not a percentile; "
-                                   "top-level keys must be numbers 0..100 (plus \"metadata\")") from None
+            raise CalibrationError(f"calibration file {name}: key {key!r} is not a percentile; "
+                                   'top-level keys must be numbers 0..100 (plus "metadata")') from None
         if not (0 <= kf <= 100):
-            raise CalibrationError(f"calibration file '{path}': percentile {key} is outside 0..100")
+            raise CalibrationError(f"calibration file {name}: percentile {key} is outside 0..100")
         if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
-            raise CalibrationError(f"calibration file '{path}': threshold for k={key} is {val!r}, "
+            raise CalibrationError(f"calibration file {name}: threshold for k={key} is {val!r}, "
                                    "not a finite number")
         taus[int(kf) if kf.is_integer() else kf] = float(val)
     if not taus:
-        raise CalibrationError(f"calibration file '{path}' has no percentiles; expected keys like "
-                               '"10" ... "90"')
+        raise CalibrationError(f'calibration file {name} has no percentiles; expected keys like "10" ... "90"')
     return dict(sorted(taus.items())), meta
-
-
-def tau_for_k(taus: Mapping, k, source: Optional[str] = None) -> float:
-    """The threshold for percentile k; CalibrationError naming the available ks if absent."""
-    try:
-        kf = float(k)
-    except (TypeError, ValueError):
-        raise CalibrationError(f"k={k!r} is not a number; choose one of the calibrated "
-                               f"percentiles {sorted(taus)}") from None
-    for key, val in taus.items():
-        if float(key) == kf:
-            return float(val)
-    where = f" in '{source}'" if source else " in this calibration"
-    avail = ", ".join(_k_key(x) for x in sorted(taus, key=float)) or "none"
-    raise CalibrationError(f"no threshold for k={_k_key(kf)}{where}; available ks: {avail}. "
-                           f"Pick one of those, or re-run calibration with k={_k_key(kf)} included")
 
 
 def _font(size):

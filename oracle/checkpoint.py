@@ -26,18 +26,23 @@ OPTIONAL_KEYS = frozenset({
     "blip.text_encoder.embeddings.position_ids",
 })
 WRAPPER_KEYS = ("state_dict", "model")  # also accepted: {"state_dict": sd} / {"model": sd}
+WEIGHT_EXTENSIONS = (".pt", ".pth", ".safetensors")
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
-GET_IT = ("get the original ImageReward.pt (and med_config.json) from "
-          "https://huggingface.co/THUDM/ImageReward and put it in ComfyUI/models/image_reward/, "
-          "or convert it there with `python -m oracle.convert ImageReward.pt ImageReward.safetensors`")
+GET_IT = "download ImageReward.pt (huggingface.co/THUDM/ImageReward) into ComfyUI/models/image_reward/"
 
 
 class OracleLoadError(RuntimeError):
-    """A reward-model file could not be loaded; the message says why and what to do."""
+    """A reward-model file could not be loaded: `problem` says what is wrong with the file (named,
+    not its whole path), `fix` what to do."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}. Fix: {fix}")
 
 
 def _fail(path, what, fix=GET_IT):
-    return OracleLoadError(f"Cannot load ImageReward checkpoint '{path}': {what}. Fix: {fix}.")
+    return OracleLoadError(f"{os.path.basename(os.fspath(path))}: {what}", fix)
 
 
 def _list(keys, n=5):
@@ -55,13 +60,13 @@ def sniff_format(path: str) -> str:
     """'zip' (torch.save), 'pickle' (legacy torch.save / raw pickle), 'safetensors', or raise."""
     if not os.path.exists(path):
         raise _fail(path, "the file does not exist",
-                    "check the path; " + GET_IT)
+                    GET_IT)
     if not os.path.isfile(path):
         raise _fail(path, "it is not a regular file", "pass the checkpoint file itself")
     size = os.path.getsize(path)
     if size == 0:
         raise _fail(path, "the file is empty (0 bytes; an interrupted download?)",
-                    "download it again; " + GET_IT)
+                    "download it again: " + GET_IT)
     with open(path, "rb") as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
@@ -75,7 +80,7 @@ def sniff_format(path: str) -> str:
         if head[8:9] == b"{":
             raise _fail(path, f"it looks like a safetensors file but is truncated or corrupt (its "
                               f"header claims {n} bytes, the file has {size})",
-                        "download or convert it again; " + GET_IT)
+                        "convert or download it again: " + GET_IT)
     kind = "a text or JSON file" if head.lstrip()[:1] in (b"{", b"[") or head.isascii() else \
         "an unknown binary format"
     raise _fail(path, f"it is not a model checkpoint (it looks like {kind}, neither a PyTorch "
@@ -94,9 +99,9 @@ def _read_torch(path: str) -> object:
             raise _fail(path, "refused: the file's pickle asks to build objects or call code that a "
                               "safe weights-only load does not allow, so it was NOT run "
                               f"({detail}); the file may be malicious or is not a plain state dict",
-                        "use a checkpoint from a trusted source: " + GET_IT) from None
+                        GET_IT) from None
         raise _fail(path, f"the pickle data is corrupt or not a checkpoint ({msg.strip()[:200]})",
-                    "download it again; " + GET_IT) from None
+                    "download it again: " + GET_IT) from None
     except (RuntimeError, EOFError, ValueError, OSError, struct.error, KeyError) as e:
         raise _fail(path, f"the file is truncated or corrupt ({type(e).__name__}: "
                           f"{_first_sentence(e)})",
@@ -111,7 +116,7 @@ def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
     except Exception as e:  # SafetensorError, OSError, ...
         raise _fail(path, f"the safetensors file is truncated or corrupt ({type(e).__name__}: "
                           f"{_first_sentence(e)})",
-                    "convert or download it again; " + GET_IT) from None
+                    "convert or download it again: " + GET_IT) from None
 
 
 def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
@@ -149,7 +154,7 @@ def validate_state_dict(sd: Dict[str, torch.Tensor], path: str = "<state dict>",
         except KeyError as e:
             raise _fail(path, f"missing key {e.args[0]} (needed to work out the model's sizes; "
                               f"the file has {len(sd)} scoring tensors, the real model 620)",
-                        "the file is incomplete or not an ImageReward checkpoint; " + GET_IT) from None
+                        GET_IT) from None
         except ValueError as e:
             raise _fail(path, f"inconsistent shapes: {e}", GET_IT) from None
         full = ImageRewardConfig.full()
@@ -177,7 +182,7 @@ def validate_state_dict(sd: Dict[str, torch.Tensor], path: str = "<state dict>",
         problems.append(f"{len(not_float)} non-float tensor(s): {_list(not_float)}")
     if problems:
         raise _fail(path, "it does not match the ImageReward layout: " + "; ".join(problems),
-                    "the file is damaged, from another model or edited; " + GET_IT)
+                    GET_IT)
     return sd, config
 
 

@@ -13,11 +13,10 @@ import os
 import sys
 import tempfile
 
-import torch
-
+from .checkpoint import DTYPES as STORED_DTYPES
 from .checkpoint import OracleLoadError, read_state_dict, validate_state_dict
 
-DTYPES = {"keep": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES = {"keep": None, **STORED_DTYPES}
 
 
 def convert(src: str, dst: str, force: bool = False, dtype: str = "keep") -> dict:

@@ -12,7 +12,7 @@ this package (bert-base-uncased-vocab.txt, verified by its sha256).
 """
 import hashlib
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -96,9 +96,6 @@ class BertTokenizer:
     @property
     def vocab_size(self) -> int:
         return self._tok.get_vocab_size(with_added_tokens=True)
-
-    def encode_ids(self, prompts: Sequence[str]) -> List[List[int]]:
-        return [e.ids for e in self._tok.encode_batch(list(prompts))]
 
     def __call__(self, prompts: Union[str, Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
         if isinstance(prompts, str):

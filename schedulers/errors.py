@@ -1,4 +1,5 @@
 """One error type for every bad input, so nodes can show it as-is."""
+import math
 
 
 class InputError(ValueError):
@@ -19,4 +20,11 @@ def require_fraction(name: str, value: float) -> float:
     """Rollback values live in (0, 1]: 0 would do nothing, above 1 is past pure noise."""
     if not (0.0 < float(value) <= 1.0):
         raise InputError(name, f"got {value}, outside (0, 1]", "pick a value above 0 and at most 1")
+    return float(value)
+
+
+def require_finite(name: str, value) -> float:
+    """Over the API a FLOAT can be NaN or inf, which pass every min/max comparison."""
+    if not math.isfinite(float(value)):
+        raise InputError(name, f"got {value}", "give a finite number")
     return float(value)

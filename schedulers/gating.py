@@ -4,13 +4,14 @@ A sample is accepted when its score is at least tau; tau is given directly, or i
 k-th percentile of student scores on held-out prompts (a calibration), or is the
 percentile that an average-steps budget affords."""
 import math
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from .budget import average_steps, k_within_budget
 from .errors import InputError
+from .record import SampleRecord, Stage
 
 THRESHOLD_MODES = ("tau", "percentile", "budget")
 
@@ -52,21 +53,25 @@ def resolve_threshold(mode: str, *, tau: float = 0.0, k: int = 50, taus: Optiona
     return percentile_threshold(taus, k, source)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GateDecision:
-    """What the gate decided for one batch; the teacher node acts on it."""
+    """What the gate decided for one batch (the ST_GATE value); the teacher node acts on it.
+    `records` are the samples' records with this gate's stage appended."""
     scores: torch.Tensor          # [B] float32
     accepted: torch.Tensor        # [B] bool
     threshold: Threshold
-    batch_index: List[int]
-    student_steps: Optional[int] = None
-    images: Optional[torch.Tensor] = None   # the student's decoded images, reused for kept samples
-    budget_teacher_steps: Optional[int] = None  # the R a budget threshold assumed
-    notes: List[str] = field(default_factory=list)
+    records: Tuple[SampleRecord, ...]
+    images: Optional[torch.Tensor] = None        # the decoded images, reused for kept samples
+    budget_teacher_steps: Optional[int] = None   # the R a budget threshold assumed
+    notes: Tuple[str, ...] = ()
 
     @property
     def batch_size(self) -> int:
         return int(self.scores.shape[0])
+
+    @property
+    def batch_index(self) -> List[int]:
+        return [r.batch_index for r in self.records]
 
     @property
     def rejected(self) -> List[int]:
@@ -78,21 +83,22 @@ class GateDecision:
 
     def lines(self) -> List[str]:
         out = [self.threshold.how]
-        for i, (s, ok) in enumerate(zip(self.scores.tolist(), self.accepted.tolist())):
-            out.append(f"#{self.batch_index[i]}: score {s:+.4f} -> {'kept' if ok else 'to teacher'}")
+        for r in self.records:
+            stage = r.last("gate")
+            out.append(f"#{r.batch_index}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}")
         out.append(f"kept {int(self.accepted.sum())}/{self.batch_size} ({100 * self.acceptance_rate:.0f}%)")
-        return out + self.notes
+        return out + list(self.notes)
 
 
-def decide(scores: torch.Tensor, threshold: Threshold, batch_index: Sequence[int],
-           student_steps: Optional[int] = None) -> GateDecision:
+def decide(scores: torch.Tensor, threshold: Threshold, records: Sequence[SampleRecord], *,
+           images: Optional[torch.Tensor] = None, budget_teacher_steps: Optional[int] = None,
+           notes: Sequence[str] = ()) -> GateDecision:
+    """Keep the samples scoring at least tau; each record gets this gate's stage."""
     scores = scores.detach().float().cpu().reshape(-1)
-    if len(batch_index) != scores.shape[0]:
-        raise InputError("batch_index", f"{len(batch_index)} indices for {scores.shape[0]} scores",
-                         "pass one batch index per sample")
-    return GateDecision(scores, scores >= threshold.tau, threshold, [int(b) for b in batch_index], student_steps)
-
-
-def spent_steps(student_steps: int, teacher_steps: int, improved: int, batch_size: int) -> float:
-    """Average steps actually spent on a batch."""
-    return student_steps + (improved / batch_size if batch_size else 0.0) * teacher_steps
+    if len(records) != scores.shape[0]:
+        raise InputError("latent", f"{len(records)} samples but {scores.shape[0]} scores",
+                         "score the same batch the gate decides on")
+    accepted = scores >= threshold.tau
+    gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok), settings={"tau": threshold.tau}))
+                  for r, s, ok in zip(records, scores.tolist(), accepted.tolist()))
+    return GateDecision(scores, accepted, threshold, gated, images, budget_teacher_steps, tuple(notes))

@@ -1,40 +1,47 @@
-"""Per-sample noise streams: a sample's noise depends on (seed, batch_index, step) only,
-never on which other samples share its batch."""
+"""Per-sample noise streams: a sample's noise depends on (seed, batch index, stream, step) only,
+never on which other samples share its batch. Each stage draws from a stream of its own, so the
+teacher's rollback noise (Algorithm 1's fresh Z) is independent of the student's noise even
+when every node shares one seed. The student's INITIAL noise is ComfyUI's own prepare_noise."""
+from enum import IntEnum
 from typing import Sequence
 
 import numpy as np
 import torch
 
 
-def _stream_seed(seed: int, batch_index: int, stream: int) -> int:
-    # SeedSequence mixes the three integers into an independent 64-bit seed.
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(batch_index), int(stream)])
+class Stream(IntEnum):
+    STUDENT_RENOISE = 1   # multistep consistency sampling: the jump after step i
+    TEACHER_SAMPLER = 2   # stochastic teacher samplers (ancestral, SDE): call i
+    ROLLBACK = 3          # refine's rollback noise Z
+
+
+def _generator_seed(seed: int, batch_index: int, stream: int, step: int) -> int:
+    # SeedSequence mixes the integers into an independent 63-bit seed.
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(batch_index), int(stream), int(step)])
     return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
 class PerSampleNoise:
-    """Callable noise source for a batch: call k returns stream k for every sample.
+    """Unit Gaussian noise for a batch, one generator per (sample, stream, step).
 
-    Also usable as a k-diffusion `noise_sampler(sigma, sigma_next)`."""
+    `draw(step)` gives the batch's noise for that step; calling the object draws step 0, 1, 2, ...
+    in turn, which makes it a k-diffusion `noise_sampler(sigma, sigma_next)`."""
 
-    def __init__(self, seed: int, batch_index: Sequence[int], sample_shape, dtype=torch.float32,
-                 device="cpu", first_stream: int = 1):
+    def __init__(self, seed: int, batch_index: Sequence[int], sample_shape, stream: Stream,
+                 dtype=torch.float32, device="cpu"):
         self.seed = int(seed)
         self.batch_index = [int(b) for b in batch_index]
         self.sample_shape = tuple(sample_shape)
+        self.stream = Stream(stream)
         self.dtype = dtype
         self.device = device
         self.calls = 0
-        self.first_stream = first_stream
 
-    def draw(self, stream: int) -> torch.Tensor:
-        out = []
-        for b in self.batch_index:
-            g = torch.Generator().manual_seed(_stream_seed(self.seed, b, stream))
-            out.append(torch.randn(self.sample_shape, generator=g))
+    def draw(self, step: int) -> torch.Tensor:
+        out = [torch.randn(self.sample_shape, generator=torch.Generator().manual_seed(
+            _generator_seed(self.seed, b, self.stream, step))) for b in self.batch_index]
         return torch.stack(out).to(device=self.device, dtype=self.dtype)
 
-    def __call__(self, *_args) -> torch.Tensor:
-        noise = self.draw(self.first_stream + self.calls)
+    def __call__(self, *_sigmas) -> torch.Tensor:
         self.calls += 1
-        return noise
+        return self.draw(self.calls - 1)

@@ -5,14 +5,12 @@ import os
 import numpy as np
 import pytest
 
-from oracle.calibration import (DEFAULT_KS, CalibrationError, percentile_thresholds,
-                                read_calibration, render_histogram, tau_for_k,
-                                write_calibration)
+from oracle.calibration import (DEFAULT_KS, CalibrationError, CalibrationExists, percentile_thresholds,
+                                read_calibration, render_histogram, save_calibration_as, write_calibration)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-REF = os.path.join(SHARED, "data", "reference")
-REF_FILES = ["IR_percentiles_lcm_sdxl.json", "IR_percentiles_sdxl_turbo.json"]
+REF = os.path.join(ROOT, "calibration")  # the paper's IR_percentiles_*.json, shipped as presets
+REF_FILES = ["lcm_sdxl_4steps_paper.json", "sdxl_turbo_2steps_paper.json"]
 
 
 def scores(n=500, seed=0):
@@ -78,16 +76,33 @@ def test_reference_files_load(name):
     assert all(a < b for a, b in zip(list(taus.values()), list(taus.values())[1:]))
 
 
-def test_tau_for_k(tmp_path):
-    taus, _ = read_calibration(os.path.join(REF, REF_FILES[0]))
-    assert tau_for_k(taus, 50) == taus[50]
-    assert tau_for_k(taus, "70") == taus[70]
-    assert tau_for_k({"30": 0.5}, 30) == 0.5  # str keys straight from percentile_thresholds
-    with pytest.raises(CalibrationError) as ei:
-        tau_for_k(taus, 15, source=REF_FILES[0])
-    msg = str(ei.value)
-    assert "k=15" in msg and "10, 20, 30, 40, 50, 60, 70, 80, 90" in msg
-    assert REF_FILES[0] in msg and "re-run calibration" in msg
+def test_an_existing_calibration_is_never_replaced(tmp_path):
+    p = tmp_path / "mine.json"
+    write_calibration(p, scores(seed=1))
+    before = p.read_bytes()
+    with pytest.raises(CalibrationExists, match="mine.json exists already"):
+        write_calibration(p, scores(seed=2))
+    assert p.read_bytes() == before
+    assert [f.name for f in tmp_path.iterdir()] == ["mine.json"]  # no temporary file left
+
+
+def test_save_as_picks_a_free_name(tmp_path):
+    first, _ = save_calibration_as(tmp_path, "student", scores(seed=1))
+    second, data = save_calibration_as(tmp_path, "student", scores(seed=2))
+    third, _ = save_calibration_as(tmp_path, "student", scores(seed=3))
+    assert [os.path.basename(p) for p in (first, second, third)] == ["student.json", "student_2.json",
+                                                                     "student_3.json"]
+    assert read_calibration(second)[0][50] == data["50"]
+    assert read_calibration(first)[0][50] == float(np.percentile(scores(seed=1), 50))
+
+
+def test_errors_name_the_file_not_its_folders(tmp_path):
+    p = tmp_path / "deep" / "broken.json"
+    p.parent.mkdir()
+    p.write_text("{")
+    with pytest.raises(CalibrationError) as e:
+        read_calibration(p)
+    assert "broken.json" in str(e.value) and str(tmp_path) not in str(e.value)
 
 
 @pytest.mark.parametrize("content,match", [

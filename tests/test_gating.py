@@ -5,18 +5,32 @@ import torch
 
 from schedulers.batching import batch_indices, put_rows, take_rows
 from schedulers.errors import InputError
-from schedulers.gating import decide, percentile_threshold, resolve_threshold, spent_steps
-from schedulers.noise import PerSampleNoise
+from schedulers.gating import decide, percentile_threshold, resolve_threshold
+from schedulers.record import bare_records
 
 TAUS = {10: -0.6, 50: 0.6, 70: 1.09}
 
 
 def test_samples_under_tau_go_to_the_teacher():
-    d = decide(torch.tensor([0.5, 0.7, 0.6, -1.0]), resolve_threshold("tau", tau=0.6), [0, 1, 2, 3])
+    d = decide(torch.tensor([0.5, 0.7, 0.6, -1.0]), resolve_threshold("tau", tau=0.6), bare_records([4, 5, 6, 7]))
     assert d.accepted.tolist() == [False, True, True, False]
     assert d.rejected == [0, 3]
     assert d.acceptance_rate == 0.5
-    assert "to teacher" in "\n".join(d.lines())
+    assert d.batch_index == [4, 5, 6, 7]
+    assert [(r.last("gate").score, r.last("gate").kept) for r in d.records] == [
+        (0.5, False), (pytest.approx(0.7), True), (pytest.approx(0.6), True), (-1.0, False)]
+    text = "\n".join(d.lines())
+    assert "#4: score +0.5000 -> to teacher" in text and "kept 2/4 (50%)" in text
+
+
+def test_decision_is_built_whole():
+    d = decide(torch.zeros(2), resolve_threshold("tau", tau=0.0), bare_records([0, 1]), images=torch.ones(2, 3),
+               budget_teacher_steps=12, notes=["a note"])
+    assert d.images.shape == (2, 3) and d.budget_teacher_steps == 12 and d.lines()[-1] == "a note"
+    with pytest.raises(Exception):
+        d.notes = ()  # frozen: nobody completes it later
+    with pytest.raises(InputError, match="latent: 1 samples but 2 scores"):
+        decide(torch.zeros(2), resolve_threshold("tau"), bare_records([0]))
 
 
 def test_percentile_and_budget_modes():
@@ -40,10 +54,6 @@ def test_percentile_mode_without_calibration():
         resolve_threshold("percentile", k=50, taus=None)
 
 
-def test_spent_steps():
-    assert spent_steps(4, 12, 2, 4) == 10
-
-
 def test_rows_in_and_out():
     base = torch.arange(8.0).reshape(4, 2)
     assert torch.equal(take_rows(base, [1, 3], 4), base[[1, 3]])
@@ -60,12 +70,3 @@ def test_batch_indices():
     assert batch_indices({"samples": x, "batch_index": [5, 6, 7]}) == [5, 6, 7]
     with pytest.raises(InputError, match="batch_index"):
         batch_indices({"samples": x, "batch_index": [1]})
-
-
-def test_noise_depends_only_on_seed_index_and_step():
-    big = PerSampleNoise(7, [0, 1, 2, 3], (4, 8, 8))
-    alone = PerSampleNoise(7, [2], (4, 8, 8))
-    a, b = big(), big()
-    assert torch.equal(a[2], alone()[0]) and torch.equal(b[2], alone()[0])
-    assert not torch.equal(a[0], a[1]) and not torch.equal(a[0], b[0])
-    assert not torch.equal(PerSampleNoise(8, [0], (4,)).draw(1), PerSampleNoise(7, [0], (4,)).draw(1))

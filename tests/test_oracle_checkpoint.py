@@ -13,8 +13,7 @@ from oracle import ImageReward, ImageRewardConfig, OracleLoadError, load_image_r
 from oracle.checkpoint import OPTIONAL_KEYS, validate_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-KEYS = os.path.join(SHARED, "data", "imagereward", "keys.json")
+KEYS = os.path.join(ROOT, "tests", "data", "imagereward", "keys.json")
 
 
 def tiny_sd(optional=True):
@@ -88,7 +87,9 @@ def expect_error(path, *patterns):
     with pytest.raises(OracleLoadError) as ei:
         load_image_reward(path)
     msg = str(ei.value)
-    assert str(path) in msg and "Fix:" in msg, msg
+    # the file's name, not its folders; one "what", one "fix"
+    assert msg.startswith(os.path.basename(str(path)) + ": ") and str(os.path.dirname(str(path))) not in msg, msg
+    assert msg.count(". Fix: ") == 1 and ei.value.fix in msg, msg
     for pat in patterns:
         assert pat in msg, (pat, msg)
     return msg

@@ -12,8 +12,7 @@ from oracle.checkpoint import OPTIONAL_KEYS
 from oracle.image_reward import heads_for_width
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-KEYS = os.path.join(SHARED, "data", "imagereward", "keys.json")
+KEYS = os.path.join(ROOT, "tests", "data", "imagereward", "keys.json")
 
 
 def tiny_model(seed=0):

@@ -1,15 +1,16 @@
 """Golden parity with the ORIGINAL image-reward 1.5 package (the one full-size test).
 
-The stand-in weights from ../shared/tools/imagereward_test_weights.py (seed 0) are written to a
-temporary .safetensors file and loaded through the same strict path as user files; the 20
-golden scores (rows = 5 prompts, columns = 4 images) must be reproduced within 1e-4 with
-`exact` preprocessing. Measured here: max |diff| 1.7e-6 (fp32), `fast` preprocessing drift
-<= 0.0062, bf16 <= 0.015, fp16 (CPU) <= 0.0014 (see docs/oracle.md).
+tests/data/imagereward/golden.json holds the scores the original package itself computed
+(tools/make_imagereward_golden.py, in a side environment) for the stand-in weights of
+tools/imagereward_standin.py (seed 0) on its golden images and prompts. Those weights are written to
+a temporary .safetensors file and loaded through the same strict path as user files; the 30 golden
+scores (rows = 5 prompts, columns = 6 images, two of them adversarial for resizing) must be
+reproduced within 1e-4 with `exact` preprocessing (see docs/oracle.md for the measured drifts).
 """
 import gc
+import hashlib
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -17,32 +18,34 @@ import torch
 from oracle import ImageRewardConfig, ImageRewardOracle, load_image_reward
 from oracle.checkpoint import validate_state_dict
 from oracle.preprocess import preprocess_exact, preprocess_fast
+from tools.imagereward_standin import GOLDEN_PROMPTS, golden_images, standin_state_dict
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-GOLDEN = os.path.join(SHARED, "data", "imagereward", "golden_scores.json")
-sys.path.insert(0, os.path.join(SHARED, "tools"))
-from imagereward_test_weights import (GOLDEN_PROMPTS, golden_images,  # noqa: E402
-                                      load_key_spec, make_state_dict)
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "imagereward")
 
 EXACT_TOL = 1e-4
 FAST_TOL = 0.02    # measured max 0.0062 over the 20 golden pairs
 BF16_TOL = 0.05    # measured max 0.0147 over the 20 golden pairs (CPU bf16)
 
 
+def read(name):
+    with open(os.path.join(DATA, name), encoding="utf-8") as f:
+        return json.load(f)
+
+
 @pytest.fixture(scope="module")
 def golden():
-    with open(GOLDEN) as f:
-        g = json.load(f)
+    g = read("golden.json")
     assert g["prompts"] == GOLDEN_PROMPTS
-    assert [list(s) for s in g["image_sizes"]] == [list(a.shape) for a in golden_images()]
+    images = golden_images()
+    assert [list(s) for s in g["image_sizes"]] == [list(a.shape) for a in images]
+    assert g["image_sha256"] == [hashlib.sha256(a.tobytes()).hexdigest() for a in images]
     return g
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     from safetensors.torch import save_file
-    sd = make_state_dict(load_key_spec(), seed=0)
+    sd = standin_state_dict(read("keys.json"), seed=0)
     assert len(sd) == 625
     scoring, cfg = validate_state_dict(sd, "stand-in state dict")  # in-memory strict check
     assert cfg == ImageRewardConfig.full() and len(scoring) == 620

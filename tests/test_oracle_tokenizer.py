@@ -11,13 +11,12 @@ import oracle.tokenizer as tk
 from oracle.tokenizer import BertTokenizer, TokenizerError, find_vocab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(ROOT), "shared")
-GOLDEN = os.path.join(SHARED, "data", "imagereward", "golden_scores.json")
+GOLDEN = os.path.join(ROOT, "tests", "data", "imagereward", "golden.json")
 
 
 @pytest.fixture(scope="module")
 def golden():
-    with open(GOLDEN) as f:
+    with open(GOLDEN, encoding="utf-8") as f:
         return json.load(f)
 
 

@@ -1,12 +1,12 @@
-"""tests/data/pack_object_info.json (the pack's node schemas for the tier-1 workflow checks).
+"""tests/data/schemas/pack.json (the pack's node schemas for the tier-1 workflow checks).
 
 Tier 1: the snapshot is well-formed. Tier 2: it equals what the live pack serves at /object_info;
-when it does not, regenerate it with tests/update_pack_schemas.py."""
+when it does not, regenerate it with tools/update_schemas.py."""
 import json
 
-import workflow_format as W
-from comfyui_harness import PACK_NODE_PREFIX, pack_object_info
-from update_pack_schemas import FIX, diff
+from comfyui_harness import PACK_NODE_PREFIX
+from tools import workflow_format as W
+from tools.update_schemas import FIX, diff, pack_schemas
 
 
 def test_snapshot_is_well_formed():
@@ -19,9 +19,9 @@ def test_snapshot_is_well_formed():
 
 
 def test_snapshot_matches_the_live_pack(comfy):
-    live = pack_object_info(comfy)
+    live = pack_schemas(comfy.booted)
     with open(W.PACK_OBJECT_INFO, encoding="utf-8") as f:
         snapshot = json.load(f)
     changes = diff(snapshot, live)
-    assert not changes, "tests/data/pack_object_info.json is stale:\n  " + "\n  ".join(changes) + f"\nfix: {FIX}"
+    assert not changes, "tests/data/schemas/pack.json is stale:\n  " + "\n  ".join(changes) + f"\nfix: {FIX}"
     assert set(live) == set(comfy.pack_nodes)

@@ -9,9 +9,10 @@ import os
 
 import pytest
 
-import workflow_format as W
-from comfyui_harness import (TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_LCM_LORA_SDXL,
-                             TINY_SD15, TINY_SDXL, TINY_SDXL_REFINER, run_prompt)
+from tools import workflow_format as W
+from comfyui_harness import run_prompt
+from tiny_models import (TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_LCM_LORA_SDXL, TINY_SD15,
+                         TINY_SDXL, TINY_SDXL_REFINER)
 
 WORKFLOW_DIR = os.path.join(W.REPO_ROOT, "workflows")
 WORKFLOWS = sorted(glob.glob(os.path.join(WORKFLOW_DIR, "*.json")))

@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from comfyui_harness import TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_SD15, run_prompt
+from comfyui_harness import run_prompt
+from tiny_models import TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_SD15
 
 P = "StudentTeacher"
 PROMPTS = ["a red cube", "a blue sphere on grass", "a cat", "a city at night", "a bowl of soup",
@@ -120,7 +121,9 @@ def test_controlnet_hints_follow_their_samples_into_the_teacher(host):
     cpos, cneg = control(hints)
     student = {"samples": torch.randn(2, 4, 8, 8, generator=g), "batch_index": [0, 1]}
     gating = sys.modules[host.pack_module.__name__ + ".schedulers.gating"]
-    decision = gating.decide(torch.tensor([1.0, -1.0]), gating.Threshold(0.0, None, "test"), [0, 1])
+    record = sys.modules[host.pack_module.__name__ + ".schedulers.record"]
+    decision = gating.decide(torch.tensor([1.0, -1.0]), gating.Threshold(0.0, None, "test"),
+                             record.bare_records([0, 1]))
     improve = host.pack_nodes[P + "Improve"]()
     args = dict(strategy="refine", rollback_mode="strength", rollback=0.5, steps=3, sampler_name="euler",
                 scheduler="normal", cfg=1.0, seed=3, vae=vae)
@@ -137,7 +140,7 @@ def test_controlnet_hints_follow_their_samples_into_the_teacher(host):
 
 
 def test_calibration_cli_runs_headless(host, tmp_path):
-    """calibrate_cli.py boots its own ComfyUI and writes the calibration file."""
+    """tools/calibrate.py boots its own ComfyUI and writes the calibration file."""
     import subprocess
     root = host.models_root
     cal_dir, out_dir = tmp_path / "calibration", tmp_path / "output"
@@ -145,7 +148,7 @@ def test_calibration_cli_runs_headless(host, tmp_path):
         f"tiny:\n    checkpoints: {root}/checkpoints\n    image_reward: {root}/image_reward\n"
         f"    image_reward_calibration: {cal_dir}\n")
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS[:4]) + "\n")
-    cli = os.path.join(host.pack_root, "calibrate_cli.py")
+    cli = os.path.join(host.pack_root, "tools", "calibrate.py")
     done = subprocess.run([sys.executable, cli, "--comfyui", host.path, "--cpu",
                            "--extra-model-paths-config", str(tmp_path / "paths.yaml"),
                            "--output-directory", str(out_dir), "--checkpoint", TINY_SD15,

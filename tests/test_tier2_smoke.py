@@ -4,9 +4,9 @@ Skipped without COMFYUI_PATH (see tests/comfyui_harness.py)."""
 import pytest
 import torch
 
-from comfyui_harness import (LORA_TARGETS, PACK_NODE_PREFIX, TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD,
-                             TINY_LCM_LORA_SD15, TINY_SD15, TINY_SDXL, TINY_SDXL_REFINER, api_txt2img,
-                             capture_logs, run_prompt)
+from comfyui_harness import PACK_NODE_PREFIX, api_txt2img, capture_logs, run_prompt
+from tiny_models import (LORA_TARGETS, TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_SD15,
+                         TINY_SDXL, TINY_SDXL_REFINER)
 
 # log lines that mean a tiny model did not load cleanly
 BAD_LOG = ("missing", "not loaded", "left over", "could not", "unexpected", "error")

@@ -2,10 +2,10 @@
 """Generate the shipped example workflows (workflows/*.json, ComfyUI front end UI format 0.4).
 
 Each workflow is described compactly below (nodes, their widget values by NAME, links as
-`input=other_node.OUTPUT`). Widget order, link types and slot numbers come from the node schemas:
-ComfyUI's core nodes from a saved `GET /object_info` (shared/data/comfyui/object_info-0.3.64.json)
-and this pack's nodes from their live INPUT_TYPES (the pack loaded in-process into the ComfyUI
-checkout named by --comfyui / $COMFYUI_PATH) or, without a ComfyUI, from tests/data/pack_object_info.json.
+`input=other_node.OUTPUT`). Widget order, link types and slot numbers come from the node schemas in
+tests/data/schemas/ (ComfyUI 0.3.64's core nodes and this pack's, written by tools/update_schemas.py:
+run it first when a node's inputs changed), widget layouts from the front end's rules in
+tools/workflow_format.py.
 
     python tools/build_workflows.py                 # (re)write workflows/*.json
     python tools/build_workflows.py --check         # exit 1 if a file differs from what it would write
@@ -17,26 +17,25 @@ that the front end's "fit view" of a 1600x1000 window still draws node text (sca
 extra.ds is that fit view, so the graph opens fitted. Seeds are written "fixed" so a shipped workflow
 reproduces; change them in the UI.
 
-Checked by: tests/workflow_format.py (validate_workflow), ../shared/tools/frontend_check (the real
-front end loads each file, builds the API prompt, runs it with tiny models).
+Checked by: tools/workflow_format.py (validate_workflow, in tier 1), ../shared/tools/frontend_check (the
+real front end loads each file, builds the API prompt, runs it with tiny models).
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import uuid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+from tools import workflow_format as WF  # noqa: E402
+
 OUT_DIR = os.path.join(REPO, "workflows")
-CORE_OBJECT_INFO = os.path.join(os.path.dirname(REPO), "shared", "data", "comfyui", "object_info-0.3.64.json")
-PACK_OBJECT_INFO = os.path.join(REPO, "tests", "data", "pack_object_info.json")
-PACK_PREFIX = "StudentTeacher"
 FRONTEND_VERSION = "1.27.10"
 
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 # front-end-only nodes (never executed, not in /object_info): type -> widget names
 FRONTEND_ONLY = {"MarkdownNote": ["text"], "Note": ["text"]}
 
@@ -78,130 +77,48 @@ def model_table(*keys):
 # ----------------------------------------------------------------------------------------------
 # schemas
 # ----------------------------------------------------------------------------------------------
-def _jsonable(x):
-    return json.loads(json.dumps(x, default=lambda o: list(o) if isinstance(o, (tuple, set)) else str(o)))
-
-
-def live_pack_schemas(comfyui):
-    """The pack's node schemas, /object_info style, from the pack loaded into ComfyUI in-process."""
-    sys.path.insert(0, comfyui)
-    saved_argv, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
-    try:
-        from comfy.cli_args import args
-        args.cpu = True
-        import folder_paths  # noqa: F401  (before nodes: nodes.py shadows `utils`)
-        import utils.extra_config  # noqa: F401
-        import utils.install_util  # noqa: F401
-        import nodes
-        import server
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        server.PromptServer(loop)
-        if not loop.run_until_complete(nodes.load_custom_node(REPO)):
-            raise RuntimeError(f"the pack at {REPO} failed to load into {comfyui}")
-    finally:
-        sys.argv = saved_argv
-    out = {}
-    for name, cls in nodes.NODE_CLASS_MAPPINGS.items():
-        if not name.startswith(PACK_PREFIX):
-            continue
-        it = cls.INPUT_TYPES()
-        out[name] = _jsonable({
-            "input": it, "input_order": {k: list(v.keys()) for k, v in it.items()},
-            "output": list(cls.RETURN_TYPES), "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)),
-            "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
-        })
-    return out
-
-
-def load_schemas(core_path, comfyui):
-    with open(core_path, encoding="utf-8") as f:
-        schemas = json.load(f)
-    if comfyui and os.path.isdir(comfyui):
-        pack = live_pack_schemas(comfyui)
-        source = f"live pack in {comfyui}"
-    elif os.path.exists(PACK_OBJECT_INFO):
-        with open(PACK_OBJECT_INFO, encoding="utf-8") as f:
-            pack = json.load(f)
-        source = PACK_OBJECT_INFO
-    else:
-        raise SystemExit("no pack schemas: give --comfyui (or set COMFYUI_PATH), or generate "
-                         "tests/data/pack_object_info.json")
-    if not any(k.startswith(PACK_PREFIX) for k in pack):
-        raise SystemExit(f"no {PACK_PREFIX}* nodes in {source}")
-    schemas.update(pack)
-    return schemas, source
-
-
 class Schema:
-    """One node type's inputs in front-end order: sockets first, then widgets (input_order)."""
+    """One node type's inputs in front-end order (sockets, then widgets) and its widget layout,
+    by the front end's rules as tools/workflow_format.py implements them."""
 
-    def __init__(self, type_, info):
+    def __init__(self, type_, schemas):
         self.type = type_
-        self.sockets, self.widgets, self.specs, self.optional = [], [], {}, set()
-        order = info.get("input_order") or {s: list(v) for s, v in info["input"].items()}
-        for section in ("required", "optional"):
-            for name in order.get(section, []):
-                spec = info["input"][section][name]
-                self.specs[name] = spec
-                if section == "optional":
-                    self.optional.add(name)
-                (self.widgets if self.is_widget(spec) else self.sockets).append(name)
-        self.outputs = list(info.get("output", []))
+        specs = WF.input_specs(schemas[type_])
+        self.specs = {name: (t, opts) for name, _section, t, opts in specs}
+        self.optional = {name for name, section, _t, _o in specs if section == "optional"}
+        self.layout = WF.widget_layout(type_, schemas)
+        self.widgets = [w.name for w in self.layout if w.sent and w.name in self.specs]
+        self.sockets = [name for name in self.specs if name not in self.widgets]
+        info = schemas[type_]
+        self.outputs = WF.output_types(info)
         self.output_names = list(info.get("output_name") or self.outputs)
 
-    @staticmethod
-    def kind(spec):
-        t = spec[0]
-        return "COMBO" if isinstance(t, list) else t
-
-    @staticmethod
-    def opts(spec):
-        return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-
-    def is_widget(self, spec):
-        return self.kind(spec) in WIDGET_TYPES and not self.opts(spec).get("forceInput")
-
     def input_type(self, name):
-        return self.kind(self.specs[name])
+        return self.specs[name][0]
 
-    def default(self, name):
-        spec = self.specs[name]
-        o = self.opts(spec)
-        if "default" in o:
-            return o["default"]
-        if self.kind(spec) == "COMBO":
-            choices = spec[0] if isinstance(spec[0], list) else o.get("options", [])
-            return choices[0] if choices else None
-        return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(self.kind(spec))
+    def opts(self, name):
+        return self.specs[name][1]
 
-    def check_value(self, name, value):
-        spec, o = self.specs[name], self.opts(self.specs[name])
-        kind = self.kind(spec)
-        if kind == "COMBO":
-            choices = spec[0] if isinstance(spec[0], list) else o.get("options", [])
-            # model/input-file combos are empty or machine-specific in object_info; others must match
-            if choices and name not in ("ckpt_name", "lora_name", "control_net_name", "oracle_file", "image",
-                                        "unet_name", "vae_name") and value not in choices:
-                raise ValueError(f"{self.type}.{name}: {value!r} not in {choices}")
-        elif kind in ("INT", "FLOAT"):
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                raise ValueError(f"{self.type}.{name}: {value!r} is not a number")
-            if ("min" in o and value < o["min"]) or ("max" in o and value > o["max"]):
-                raise ValueError(f"{self.type}.{name}: {value} outside [{o.get('min')}, {o.get('max')}]")
-            if kind == "INT" and int(value) != value:
-                raise ValueError(f"{self.type}.{name}: {value} is not an integer")
-        elif kind == "STRING" and not isinstance(value, str):
-            raise ValueError(f"{self.type}.{name}: {value!r} is not a string")
-
-    def extra_widget_value(self, name):
-        """Front-end widgets that follow an input's widget in widgets_values."""
-        o = self.opts(self.specs[name])
-        if o.get("control_after_generate"):
-            return ["fixed"]
-        if o.get("image_upload"):
-            return ["image"]
-        return []
+    def widgets_values(self, values):
+        """widgets_values for {widget: value} (defaults for the rest), each value checked;
+        front-end-only widgets get the value a fresh node has (control "fixed", upload "image")."""
+        out = []
+        for w in self.layout:
+            if not w.saved:
+                continue
+            if w.kind == "CONTROL":
+                out.append("fixed")
+            elif w.kind == "UPLOAD":
+                out.append("image")
+            elif w.sent:
+                v = values.get(w.name, WF.widget_default(w))
+                problem = WF.check_widget_value(w, v) if v is not None else "needs a value"
+                if problem:
+                    raise ValueError(f"{self.type}.{w.name}: {problem}")
+                out.append(v)
+            else:
+                raise ValueError(f"{self.type}: front-end widget {w.name!r} ({w.kind}) is not supported here")
+        return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -239,7 +156,7 @@ class Workflow:
     def schema(self, type_):
         if type_ not in self.schemas:
             raise KeyError(f"unknown node type {type_!r}")
-        return Schema(type_, self.schemas[type_])
+        return Schema(type_, self.schemas)
 
     def add(self, type_, group=None, col=0, title=None, size=None, **kw):
         values = {k: v for k, v in kw.items() if not isinstance(v, Out)}
@@ -259,9 +176,9 @@ class Workflow:
         if node.size_override:
             return list(node.size_override)
         h = max(len(schema.sockets), len(schema.outputs)) * 20 + 14
+        h += 24 * sum(1 for w in schema.layout if w.saved)
         for w in schema.widgets:
-            h += 24 * (1 + len(schema.extra_widget_value(w)))
-            if schema.opts(schema.specs[w]).get("multiline"):
+            if schema.opts(w).get("multiline"):
                 h += 50
         if node.type == "LoadImage":
             h += 180  # the image preview
@@ -309,7 +226,7 @@ class Workflow:
             missing = [s for s in schema.sockets if s not in n.links and s not in schema.optional]
             if missing:
                 raise KeyError(f"{self.name}: {n.type} required input(s) {missing} not connected")
-            inputs, values = [], []
+            inputs = []
             for name in schema.sockets + schema.widgets:
                 entry = {"localized_name": name, "name": name, "type": schema.input_type(name)}
                 if name in schema.widgets:
@@ -319,19 +236,14 @@ class Workflow:
                 link = link_by_target.get((n.id, name))
                 entry["link"] = link[0] if link else None
                 inputs.append(entry)
-                if schema.opts(schema.specs[name]).get("image_upload"):  # the front end's upload button
+                if schema.opts(name).get("image_upload"):  # the front end's upload button
                     inputs.append({"localized_name": "choose file to upload", "name": "upload",
                                    "type": "IMAGEUPLOAD", "widget": {"name": "upload"}, "link": None})
             for slot, l in enumerate(inputs):
                 link = link_by_target.get((n.id, l["name"]))
                 if link:
                     link[4] = slot
-            for w in schema.widgets:
-                v = n.values.get(w, schema.default(w))
-                if v is None:
-                    raise ValueError(f"{self.name}: {n.type}.{w} needs a value")
-                schema.check_value(w, v)
-                values += [v] + schema.extra_widget_value(w)
+            values = schema.widgets_values(n.values)
             outputs = []
             for slot, (t, nm) in enumerate(zip(schema.outputs, schema.output_names)):
                 ls = out_links.get((n.id, slot), [])
@@ -822,15 +734,11 @@ def dumps(data):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH", "/work/ComfyUI"),
-                    help="ComfyUI checkout to load the pack into (default $COMFYUI_PATH or /work/ComfyUI)")
-    ap.add_argument("--core-object-info", default=CORE_OBJECT_INFO)
     ap.add_argument("--out", default=OUT_DIR)
     ap.add_argument("--only", nargs="*", choices=sorted(BUILDERS))
     ap.add_argument("--check", action="store_true", help="compare with the files on disk, write nothing")
     a = ap.parse_args(argv)
-    schemas, source = load_schemas(a.core_object_info, a.comfyui)
-    built = build_all(schemas, a.only)
+    built = build_all(WF.load_schemas(), a.only)
     stale = []
     os.makedirs(a.out, exist_ok=True)
     for name, data in built.items():
@@ -848,7 +756,6 @@ def main(argv=None):
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
         print(f"wrote {os.path.relpath(path, REPO)}: {len(data['nodes'])} nodes, {len(data['links'])} links")
-    print(f"pack schemas: {source}", file=sys.stderr)
     if stale:
         print("out of date (run tools/build_workflows.py):\n  " + "\n  ".join(stale), file=sys.stderr)
         return 1

@@ -2,18 +2,17 @@
 
 No ComfyUI import: usable in tier 1, checked against the real front end 1.27.10 (see below).
 
-  load_schemas()                    node schemas (/object_info format): ComfyUI 0.3.64 core nodes
-                                    (../shared/data/comfyui/object_info-0.3.64.json) + this pack's
-                                    (tests/data/pack_object_info.json, written by
-                                    tests/update_pack_schemas.py)
+  load_schemas()                    node schemas (/object_info format): ComfyUI 0.3.64's core nodes
+                                    and this pack's, both written by tools/update_schemas.py into
+                                    tests/data/schemas/
   validate_workflow(wf, schemas)    -> list of problems (strings); [] when the workflow is clean
   to_api_prompt(wf, schemas)        -> the API prompt {"id": {"class_type", "inputs", "_meta"}} the
                                     front end's app.graphToPrompt() builds from it
   substitute(prompt, subs)          -> a copy with literal inputs replaced (e.g. model file names)
 
 Widget layout (which widgets a node has, in widgets_values order, and which go into the prompt):
-for core nodes it is the layout the real front end 1.27.10 builds (tests/data/frontend_widgets.json,
-recorded by tests/capture_frontend_widgets.mjs), for other nodes (this pack's) it follows the front
+for core nodes it is the layout the real front end 1.27.10 builds (tests/data/schemas/frontend_widgets.json,
+recorded by tools/capture_frontend_widgets.mjs), for other nodes (this pack's) it follows the front
 end's rules from the schema: required then optional inputs (input_order); INT/FLOAT/STRING/BOOLEAN/
 COMBO (a list of choices or "COMBO") inputs are widgets unless forceInput; an INT widget gets a
 "control_after_generate" widget after it when its options say control_after_generate, or, when
@@ -35,17 +34,16 @@ import copy
 import json
 import math
 import os
-import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_ROOT = os.path.dirname(TESTS_DIR)
-CORE_OBJECT_INFO = os.path.join(REPO_ROOT, "..", "shared", "data", "comfyui", "object_info-0.3.64.json")
-PACK_OBJECT_INFO = os.path.join(TESTS_DIR, "data", "pack_object_info.json")
-FRONTEND_WIDGETS = os.path.join(TESTS_DIR, "data", "frontend_widgets.json")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMAS_DIR = os.path.join(REPO_ROOT, "tests", "data", "schemas")
+CORE_OBJECT_INFO = os.path.join(SCHEMAS_DIR, "core-0.3.64.json")
+PACK_OBJECT_INFO = os.path.join(SCHEMAS_DIR, "pack.json")
+FRONTEND_WIDGETS = os.path.join(SCHEMAS_DIR, "frontend_widgets.json")
 
 IGNORED_TYPES = {"Note", "MarkdownNote"}           # front-end-only notes: never executed
 REROUTE, PRIMITIVE = "Reroute", "PrimitiveNode"    # front-end-only, resolved like the front end
@@ -275,7 +273,7 @@ def widget_values(node: dict, layout: List[Widget]) -> Tuple[Dict[str, Any], int
     return out, len(wv), len(saved)
 
 
-def _default(w: Widget):
+def widget_default(w: Widget):
     opts = w.opts or {}
     if "default" in opts:
         return opts["default"]
@@ -459,7 +457,7 @@ def to_api_prompt(wf: dict, schemas: Dict[str, dict], *, meta: bool = True,
         for w in layout:
             if not w.sent or not w.name:
                 continue
-            v = forced.get((node.get("id"), w.name), values.get(w.name, _default(w)))
+            v = forced.get((node.get("id"), w.name), values.get(w.name, widget_default(w)))
             if isinstance(v, str) and (w.opts or {}).get("dynamicPrompts"):
                 v = process_dynamic_prompt(v, choose)
             inputs[w.name] = {"__value__": v} if isinstance(v, list) else v
@@ -488,7 +486,7 @@ def to_api_prompt(wf: dict, schemas: Dict[str, dict], *, meta: bool = True,
 # validation
 # ------------------------------------------------------------------------------------------------
 
-def _check_value(w: Widget, v) -> Optional[str]:
+def check_widget_value(w: Widget, v) -> Optional[str]:
     t, opts = w.kind, w.opts or {}
     if t == "CONTROL":
         allowed = CONTROL_VALUES + (("increment-wrap",) if w.spec_type == "COMBO" else ())
@@ -539,7 +537,6 @@ def validate_workflow(wf: dict, schemas: Dict[str, dict]) -> List[str]:
     links = _links(wf)
     if len(links) != len(wf.get("links") or []):
         problems.append("duplicate link ids")
-    g = _Graph(wf, schemas)
 
     def label(n):
         return f"#{n.get('id')} {n.get('type')}"
@@ -624,14 +621,14 @@ def validate_workflow(wf: dict, schemas: Dict[str, dict]) -> List[str]:
                     if section == "required" and isinstance(n.get("widgets_values"), dict):
                         problems.append(f"{label(n)}: required widget {name!r} has no value")
                     continue
-                err = _check_value(w, values[name])
+                err = check_widget_value(w, values[name])
                 if err:
                     problems.append(f"{label(n)}: widget {name!r}: {err}")
             elif section == "required":
                 problems.append(f"{label(n)}: required input {name!r} ({ty}) is not connected")
         for w in layout:
             if w.kind in ("CONTROL",) and w.name in values:
-                err = _check_value(w, values[w.name])
+                err = check_widget_value(w, values[w.name])
                 if err:
                     problems.append(f"{label(n)}: widget {w.name!r}: {err}")
 
@@ -656,7 +653,7 @@ def validate_workflow(wf: dict, schemas: Dict[str, dict]) -> List[str]:
                     elif not isinstance(wv, list) or not wv:
                         problems.append(f"{label(n)}: no value")
                     else:
-                        err = _check_value(w, wv[0])
+                        err = check_widget_value(w, wv[0])
                         if err:
                             problems.append(f"{label(n)}: value for {label(tnode)}.{wname}: {err}")
     return problems

@@ -2,13 +2,13 @@
 // Record how the REAL ComfyUI front end lays out each node's widgets (dev tool; the tier-1 tests
 // read its output, they never run it). Starts ComfyUI (with this pack) on a free loopback port,
 // opens the front end in headless Chromium, creates one node of every registered core type and
-// writes tests/data/frontend_widgets.json: {"frontend": version, "nodes": {type: [[widget name,
+// writes tests/data/schemas/frontend_widgets.json: {"frontend": version, "nodes": {type: [[widget name,
 // widget type, saved in widgets_values (widget.serialize !== false), sent in the API prompt
 // (widget.options.serialize !== false)], ...]}} in widget order. The pack's own nodes are left
 // out (workflow_format derives their layout from their schema, by the same rules).
 // Uses playwright-core from ../shared/tools/frontend_check (run its wrapper once to install it).
 //
-//   node tests/capture_frontend_widgets.mjs --comfyui /work/ComfyUI --python /work/venv/bin/python
+//   node tools/capture_frontend_widgets.mjs --comfyui /work/ComfyUI --python /work/venv/bin/python
 import { createRequire } from 'node:module';
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +22,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.dirname(here);
 const { values: o } = parseArgs({ options: {
   comfyui: { type: 'string' }, python: { type: 'string', default: 'python3' },
-  out: { type: 'string', default: path.join(here, 'data', 'frontend_widgets.json') },
+  out: { type: 'string', default: path.join(repo, 'tests', 'data', 'schemas', 'frontend_widgets.json') },
   chromium: { type: 'string', default: '/usr/bin/chromium' },
   tool: { type: 'string', default: path.join(path.dirname(repo), 'shared', 'tools', 'frontend_check') },
 } });

@@ -1,21 +1,24 @@
 """Headless calibration against a ComfyUI install: the Calibrate node, without the web UI.
 
-    python custom_nodes/comfyui-student-teacher/calibrate_cli.py \
+    python custom_nodes/comfyui-student-teacher/tools/calibrate.py \
         --checkpoint v1-5-pruned-emaonly.safetensors --lora lcm-lora-sdv1-5.safetensors \
         --oracle ImageReward.pt --prompts my_prompts.txt --steps 4 --cfg 1.0 --name lcm_sd15_4steps
 
-Boots ComfyUI in this process (its folder is found from this file's place in custom_nodes/, or
---comfyui), runs CheckpointLoaderSimple [+ LoraLoaderModelOnly] -> Calibrate Oracle Threshold, and
-writes models/image_reward/calibration/<name>.json plus the histogram in ComfyUI's output folder.
+Boots ComfyUI in this process (tools/comfyui_boot.py; its folder is found from the pack's place in
+custom_nodes/, or --comfyui), runs CheckpointLoaderSimple [+ LoraLoaderModelOnly] -> Calibrate Oracle
+Threshold, and writes models/image_reward/calibration/<name>.json (or <name>_2.json, ... when that
+name is taken: nothing is overwritten) plus the histogram in ComfyUI's output folder.
 """
 import argparse
-import asyncio
 import json
 import os
 import sys
 import uuid
 
-PACK = os.path.dirname(os.path.abspath(__file__))
+PACK = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if PACK not in sys.path:
+    sys.path.insert(0, PACK)
+from tools.comfyui_boot import boot  # noqa: E402
 
 
 def parse(argv=None):
@@ -62,45 +65,22 @@ def calibration_graph(a, prompts_text):
     return g
 
 
-def boot_comfyui(a):
-    """ComfyUI's start-up steps that matter here: args, folders, core nodes, this pack."""
-    if not os.path.isfile(os.path.join(a.comfyui, "nodes.py")):
-        raise SystemExit(f"--comfyui {a.comfyui} is not a ComfyUI folder (no nodes.py)")
-    sys.path.insert(0, a.comfyui)
-    from comfy.cli_args import args
-    args.cpu = a.cpu
-    args.disable_api_nodes = True
-    import folder_paths  # before nodes, which shadows `utils`
-    import utils.extra_config
-    import utils.install_util  # noqa: F401
-    if a.output_directory:
-        folder_paths.set_output_directory(a.output_directory)
-    if a.extra_model_paths_config:
-        utils.extra_config.load_extra_path_config(a.extra_model_paths_config)
-    import execution
-    import nodes
-    import server
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    srv = server.PromptServer(loop)
-    loop.run_until_complete(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    if not loop.run_until_complete(nodes.load_custom_node(PACK)):
-        raise SystemExit("the Student-Teacher pack failed to load; see the log above")
-    return loop, srv, execution
-
-
 def main(argv=None):
     a = parse(argv)
     with open(a.prompts, encoding="utf-8") as f:
         prompts_text = f.read()
-    loop, srv, execution = boot_comfyui(a)
+    default_paths = os.path.join(a.comfyui, "extra_model_paths.yaml")  # as ComfyUI's main.py reads it
+    comfy = boot(a.comfyui, cpu=a.cpu, dirs={"output": a.output_directory} if a.output_directory else None,
+                 extra_model_paths=[p for p in (default_paths if os.path.exists(default_paths) else None,
+                                                a.extra_model_paths_config) if p])
     graph = calibration_graph(a, prompts_text)
     prompt_id = uuid.uuid4().hex
-    ok, error, outputs, node_errors = loop.run_until_complete(execution.validate_prompt(prompt_id, graph, None))[:4]
+    execution = comfy.execution
+    ok, error, outputs, node_errors = comfy.loop.run_until_complete(execution.validate_prompt(prompt_id, graph, None))[:4]
     if not ok:
         raise SystemExit(f"invalid settings: {error.get('message')}: {json.dumps(node_errors, indent=1)}")
-    executor = execution.PromptExecutor(srv)
-    loop.run_until_complete(executor.execute_async(graph, prompt_id, {}, outputs))
+    executor = execution.PromptExecutor(comfy.server)
+    comfy.loop.run_until_complete(executor.execute_async(graph, prompt_id, {}, outputs))
     if not executor.success:
         raise SystemExit("calibration failed; see the log above")
     print(executor.caches.outputs.get("cal")[1][0])

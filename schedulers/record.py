@@ -1,0 +1,105 @@
+"""What is known about each sample, in one record that travels with the sample.
+
+A LATENT made by the pack carries, under RECORDS_KEY, one SampleRecord per row in batch order: the
+sample's batch index and seed, the latent space it lives in, its prompt / student / guidance w when
+known, and the stages it went through (student, gate, teacher, ...) with their cost and score.
+Nodes read what they need and append the stage they ran; sub-batches take and put records with the
+same row indices as tensors, so a record always follows its sample. Reports and cost accounting are
+functions of the records, written once here.
+
+A core latent node (LatentFromBatch, LatentBatch, ...) copies the LATENT dict but not the meaning of
+this key: `records_of` then finds records that no longer match the rows and returns None, and the
+nodes fall back to their widgets and say so once.
+"""
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+RECORDS_KEY = "student_teacher"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One thing that happened to a sample. `steps` counts model evaluations per sample of the
+    sampler that ran (the paper's cost unit: S for the student, R for the teacher, 0 for a gate)."""
+    kind: str                         # "student", "gate", "teacher", ...
+    steps: int = 0
+    score: Optional[float] = None     # the oracle's score after this stage (gates)
+    kept: Optional[bool] = None       # gates: True = kept, False = sent on
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    batch_index: int
+    seed: Optional[int] = None
+    latent_format: Optional[str] = None   # the latent space ("SD15", "SDXL", ...) of the model that made it
+    prompt: Optional[str] = None
+    student: Optional[str] = None
+    w: Optional[float] = None
+    stages: Tuple[Stage, ...] = ()
+
+    def then(self, stage: Stage) -> "SampleRecord":
+        return replace(self, stages=self.stages + (stage,))
+
+    def last(self, kind: str) -> Optional[Stage]:
+        return next((s for s in reversed(self.stages) if s.kind == kind), None)
+
+    @property
+    def cost(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    @property
+    def score(self) -> Optional[float]:
+        """The latest score an oracle gave this sample."""
+        return next((s.score for s in reversed(self.stages) if s.score is not None), None)
+
+
+def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:
+    """The LATENT's records, or None when it has none or they no longer describe its rows."""
+    records = latent.get(RECORDS_KEY)
+    n = int(latent["samples"].shape[0])
+    if not isinstance(records, tuple) or len(records) != n or \
+            not all(isinstance(r, SampleRecord) for r in records):
+        return None
+    index = latent.get("batch_index")
+    if index is not None and [int(i) for i in index] != [r.batch_index for r in records]:
+        return None
+    return records
+
+
+def with_records(latent: Mapping, records: Sequence[SampleRecord]) -> dict:
+    """A copy of the LATENT carrying `records` (one per row) and the matching batch_index."""
+    records = tuple(records)
+    if len(records) != int(latent["samples"].shape[0]):
+        raise ValueError(f"{len(records)} records for {int(latent['samples'].shape[0])} samples")
+    out = dict(latent)
+    out[RECORDS_KEY] = records
+    out["batch_index"] = [r.batch_index for r in records]
+    return out
+
+
+def bare_records(batch_index: Sequence[int]) -> Tuple[SampleRecord, ...]:
+    """Records that know only their batch index (for a LATENT that came without any)."""
+    return tuple(SampleRecord(int(b)) for b in batch_index)
+
+
+def stage_steps(records: Sequence[SampleRecord], kind: str) -> Optional[int]:
+    """The steps every record's last `kind` stage took, or None when they differ or are missing."""
+    steps = {r.last(kind).steps if r.last(kind) else None for r in records}
+    return steps.pop() if len(steps) == 1 else None
+
+
+def average_cost(records: Sequence[SampleRecord]) -> float:
+    return sum(r.cost for r in records) / len(records) if records else 0.0
+
+
+def cost_line(records: Sequence[SampleRecord]) -> str:
+    """'average steps spent: S + m/n x R = c' for a student + teacher batch, else the plain average."""
+    avg = average_cost(records)
+    improved = [r for r in records if r.last("teacher")]
+    student = stage_steps(records, "student")
+    teacher = stage_steps(improved, "teacher") if improved else 0
+    if student is not None and teacher is not None and \
+            all(r.cost == student + (teacher if r.last("teacher") else 0) for r in records):
+        return f"average steps spent: {student} + {len(improved)}/{len(records)} x {teacher} = {avg:g}"
+    return f"average steps spent: {avg:g} per sample"

@@ -1,0 +1,56 @@
+"""The per-sample record: it follows its sample, knows its stages and their cost, and is
+dropped (not guessed) when a core node has rebuilt the LATENT."""
+import pytest
+import torch
+
+from schedulers.record import (RECORDS_KEY, SampleRecord, Stage, average_cost, bare_records, cost_line,
+                               records_of, stage_steps, with_records)
+
+
+def student(b, steps=4):
+    return SampleRecord(b, seed=7, latent_format="SD15", stages=(Stage("student", steps=steps),))
+
+
+def latent(records, n=None):
+    return with_records({"samples": torch.zeros(n or len(records), 4, 8, 8)}, records)
+
+
+def test_records_travel_with_their_rows():
+    recs = [student(b) for b in (3, 5, 8)]
+    lat = latent(recs)
+    assert lat["batch_index"] == [3, 5, 8] and records_of(lat) == tuple(recs)
+    with pytest.raises(ValueError):
+        with_records({"samples": torch.zeros(2, 4, 8, 8)}, recs)
+
+
+def test_records_that_no_longer_describe_the_rows_are_dropped():
+    lat = latent([student(b) for b in (0, 1, 2, 3)])
+    one = {**lat, "samples": lat["samples"][1:2], "batch_index": [1]}   # what LatentFromBatch makes
+    assert records_of(one) is None
+    reordered = {**lat, "batch_index": [3, 2, 1, 0]}
+    assert records_of(reordered) is None
+    assert records_of({"samples": torch.zeros(2, 4, 8, 8)}) is None
+    assert records_of({"samples": torch.zeros(1, 4, 8, 8), RECORDS_KEY: ("junk",)}) is None
+
+
+def test_stages_accumulate_cost_and_the_latest_score():
+    r = student(0, 5).then(Stage("gate", score=-0.3, kept=False)).then(Stage("teacher", steps=10))
+    assert r.cost == 15 and r.score == -0.3 and r.last("teacher").steps == 10 and r.last("retry") is None
+    assert student(1).then(Stage("gate", score=0.2, kept=True)).score == 0.2
+
+
+def test_cost_line_is_the_papers_formula():
+    recs = [student(b, 4) for b in range(4)]
+    recs[1] = recs[1].then(Stage("teacher", steps=12))
+    recs[3] = recs[3].then(Stage("teacher", steps=12))
+    assert average_cost(recs) == 10 and stage_steps(recs, "student") == 4
+    assert cost_line(recs) == "average steps spent: 4 + 2/4 x 12 = 10"
+    assert cost_line([student(b) for b in range(2)]) == "average steps spent: 4 + 0/2 x 0 = 4"
+    mixed = [student(0, 4), student(1, 2)]
+    assert stage_steps(mixed, "student") is None
+    assert cost_line(mixed) == "average steps spent: 3 per sample"
+
+
+def test_bare_records_know_only_their_index():
+    assert [r.batch_index for r in bare_records([2, 9])] == [2, 9]
+    assert bare_records([2])[0].seed is None and bare_records([2])[0].stages == ()
