@@ -7,6 +7,8 @@ except ImportError:  # imported outside ComfyUI (e.g. pytest collecting this fol
 else:
     import os
 
+    from .oracle.checkpoint import WEIGHT_EXTENSIONS
+
     PACK_DIR = os.path.dirname(os.path.abspath(__file__))
     MODELS = folder_paths.models_dir
 
@@ -16,7 +18,7 @@ else:
         paths = list(paths) + ([path] if path not in paths else [])
         folder_paths.folder_names_and_paths[name] = (paths, set(exts) | set(extensions))
 
-    _register_folder("image_reward", os.path.join(MODELS, "image_reward"), {".pt", ".pth", ".safetensors"})
+    _register_folder("image_reward", os.path.join(MODELS, "image_reward"), WEIGHT_EXTENSIONS)
     _register_folder("image_reward_calibration", os.path.join(MODELS, "image_reward", "calibration"), {".json"})
     _register_folder("image_reward_calibration", os.path.join(PACK_DIR, "calibration"), {".json"})
     _register_folder("student_teacher_prompts", os.path.join(PACK_DIR, "prompts"), {".txt"})

@@ -46,6 +46,12 @@ def discrete_model_sampling(model, schedule: str):
     return ms
 
 
+def prediction_name(model_sampling) -> str:
+    """What a ModelSampling predicts (EPS, V_PREDICTION, X0, ...), whatever class patched it in."""
+    return next((c.__name__ for c in type(model_sampling).__mro__
+                 if c.__module__ == MS.__name__ and not c.__name__.startswith("ModelSampling")), "unknown")
+
+
 def with_consistency_sampling(model):
     """A clone of the student whose model sampling adds the LCM boundary condition to its own
     prediction type (eps or v) and noise schedule (a zsnr or otherwise rescaled table is kept), so
@@ -56,8 +62,8 @@ def with_consistency_sampling(model):
     elif isinstance(current, MS.EPS) and not isinstance(current, (MS.V_PREDICTION, MS.X0)):
         cls = _EpsConsistency
     else:
-        raise InputError("model", f"schedule lcm needs an eps- or v-prediction student, this one is "
-                         f"{type(current).__name__}", "use schedule turbo, or an eps/v-prediction student")
+        raise InputError("model", f"schedule lcm needs an eps- or v-prediction student, this one predicts "
+                         f"{prediction_name(current)}", "use schedule turbo, or an eps/v-prediction student")
     ms = cls(model.model.model_config)
     if current.sigmas.shape == ms.sigmas.shape:
         ms.set_sigmas(current.sigmas.detach().clone())
@@ -93,7 +99,7 @@ def check_model_fits(model, model_input: str, samples=None, latent_input: str = 
         for tensor, _extra in cond or ():
             if width and tensor.shape[-1] != width:
                 raise InputError(name, f"is {tensor.shape[-1]} wide but {model_input} ({family}) expects {width}",
-                                 f"encode the prompt with the CLIP of {model_input}'s checkpoint")
+                                 f"encode it with the CLIP that comes with the {family} model")
 
 
 def check_vae_fits(vae, samples):

@@ -6,6 +6,7 @@ import comfy.model_patcher
 import folder_paths
 
 from ..oracle import ImageRewardOracle, OracleLoadError, load_image_reward
+from ..oracle.tokenizer import TokenizerError
 from ..oracle.checkpoint import DTYPES, WEIGHT_EXTENSIONS
 from ..schedulers.errors import InputError
 from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
@@ -48,7 +49,10 @@ def load_oracle(file, device="auto", dtype="auto", preprocess="exact", batch_siz
         raise InputError("oracle_file", e.problem, e.fix) from None
     model.eval().requires_grad_(False)
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=offload_device)
-    scorer = ImageRewardOracle(model, preprocess=preprocess, batch_size=batch_size, name=file)
+    try:
+        scorer = ImageRewardOracle(model, preprocess=preprocess, batch_size=batch_size, name=file)
+    except TokenizerError as e:
+        raise InputError("oracle_file", e.problem, e.fix) from None
     return ComfyOracle(scorer, patcher)
 
 

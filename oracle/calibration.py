@@ -9,7 +9,7 @@ import itertools
 import json
 import math
 import os
-import tempfile
+import uuid
 from typing import Dict, Iterable, Mapping, Optional, Tuple
 
 import numpy as np
@@ -90,9 +90,9 @@ def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".calib-", suffix=".json", dir=d)
+    tmp = os.path.join(d, f".calib-{uuid.uuid4().hex}.json")  # created like any file (umask), unlike mkstemp's 0600
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
         try:
             os.link(tmp, path)  # atomic, and fails rather than replace an existing file
@@ -105,7 +105,8 @@ def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
             except FileExistsError:
                 raise CalibrationExists(f"{os.path.basename(path)} exists already; choose another name") from None
     finally:
-        os.unlink(tmp)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return data
 
 

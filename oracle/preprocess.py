@@ -10,7 +10,7 @@ ComfyUI IMAGE floats are first turned into uint8 as ComfyUI's SaveImage does:
 
 ``fast`` does the same geometry as one batched torch bicubic interpolation (antialias=True) on
 the model's device, with the same uint8 quantisation before and after; it drifts slightly from
-PIL's filter (see docs/oracle.md for the measured score drift).
+PIL's filter (see README, "The ImageReward oracle", for the measured score drift).
 """
 from typing import List, Sequence, Tuple, Union
 

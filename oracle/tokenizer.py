@@ -25,7 +25,14 @@ BLIP_SPECIAL_TOKENS = ("[DEC]", "[ENC]")
 
 
 class TokenizerError(RuntimeError):
-    pass
+    """The prompt tokenizer cannot be built: `problem` says why, `fix` what to do."""
+
+    def __init__(self, problem: str, fix: str):
+        self.problem, self.fix = problem, fix
+        super().__init__(f"{problem}. Fix: {fix}")
+
+
+REINSTALL = "reinstall the node pack, or put bert-base-uncased's vocab.txt next to the ImageReward checkpoint"
 
 
 def _sha256(path: str) -> str:
@@ -43,15 +50,11 @@ def find_vocab(checkpoint_path: Optional[str] = None) -> str:
         if os.path.isfile(cand):
             return cand
     if not os.path.isfile(SHIPPED_VOCAB):
-        raise TokenizerError(
-            f"the shipped vocabulary {SHIPPED_VOCAB} is missing; reinstall the node pack or put "
-            "bert-base-uncased's vocab.txt next to the ImageReward checkpoint")
+        raise TokenizerError("the pack's oracle/bert-base-uncased-vocab.txt is missing", REINSTALL)
     digest = _sha256(SHIPPED_VOCAB)
     if digest != SHIPPED_VOCAB_SHA256:
-        raise TokenizerError(
-            f"the shipped vocabulary {SHIPPED_VOCAB} is damaged (sha256 {digest}, expected "
-            f"{SHIPPED_VOCAB_SHA256}); reinstall the node pack or put bert-base-uncased's "
-            "vocab.txt next to the ImageReward checkpoint")
+        raise TokenizerError(f"the pack's oracle/bert-base-uncased-vocab.txt is damaged (sha256 {digest[:12]}..., "
+                             f"expected {SHIPPED_VOCAB_SHA256[:12]}...)", REINSTALL)
     return SHIPPED_VOCAB
 
 
@@ -62,20 +65,20 @@ class BertTokenizer:
         try:
             from tokenizers import BertWordPieceTokenizer
         except ImportError as e:  # pragma: no cover
-            raise TokenizerError("the `tokenizers` package is required: pip install tokenizers") from e
+            raise TokenizerError("the `tokenizers` package is missing", "pip install tokenizers") from e
         self.vocab_path = vocab_path or find_vocab(None)
         self.max_length = int(max_length)
         try:
             with open(self.vocab_path, encoding="utf-8") as f:
                 tokens = set(line.rstrip("\n") for line in f)
         except (OSError, UnicodeDecodeError) as e:
-            raise TokenizerError(f"cannot read the vocabulary {self.vocab_path}: {e}; it must be "
-                                 "bert-base-uncased's vocab.txt (one token a line)") from e
+            raise TokenizerError(f"cannot read the vocabulary {os.path.basename(self.vocab_path)} ({e})",
+                                 "use bert-base-uncased's vocab.txt (one token a line)") from e
         missing = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]") if t not in tokens]
         if missing:
-            raise TokenizerError(f"{self.vocab_path} has no {', '.join(missing)} token(s); it is "
-                                 "not a BERT vocab.txt. Delete it (the pack's own "
-                                 "bert-base-uncased vocabulary is then used) or replace it")
+            raise TokenizerError(f"{os.path.basename(self.vocab_path)} beside the checkpoint has no "
+                                 f"{', '.join(missing)} token(s), so it is not a BERT vocab.txt",
+                                 "delete it (the pack's own bert-base-uncased vocabulary is then used) or replace it")
         tok = BertWordPieceTokenizer(self.vocab_path, lowercase=True, strip_accents=None,
                                      clean_text=True, handle_chinese_chars=True)
         tok.add_special_tokens(list(BLIP_SPECIAL_TOKENS))

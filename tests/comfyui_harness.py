@@ -271,6 +271,11 @@ def _start(path, work_dir, models_root, pack_root) -> ComfyHost:
     host.booted = booted
     host.server.send_sync = host.record_message  # record instead of queueing for websockets
     register_models_root(host.models_root)
+    # calibrations the tests make land in the session's folder, never in the ComfyUI checkout
+    calibrations = os.path.join(work_dir, "calibration")
+    os.makedirs(calibrations, exist_ok=True)
+    paths, exts = host.folder_paths.folder_names_and_paths["image_reward_calibration"]
+    host.folder_paths.folder_names_and_paths["image_reward_calibration"] = ([calibrations] + list(paths), exts)
     host.executor = host.execution.PromptExecutor(host.server, cache_type=host.execution.CacheType.CLASSIC)
     host.boot_seconds = time.perf_counter() - t0
     _HOST = host

@@ -86,6 +86,15 @@ def test_an_existing_calibration_is_never_replaced(tmp_path):
     assert [f.name for f in tmp_path.iterdir()] == ["mine.json"]  # no temporary file left
 
 
+def test_a_calibration_file_is_created_like_any_other_file(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_calibration(tmp_path / "c.json", scores())
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "c.json").st_mode & 0o777 == 0o644  # not a temp file's 0600
+
+
 def test_save_as_picks_a_free_name(tmp_path):
     first, _ = save_calibration_as(tmp_path, "student", scores(seed=1))
     second, data = save_calibration_as(tmp_path, "student", scores(seed=2))

@@ -24,4 +24,9 @@ def test_snapshot_matches_the_live_pack(comfy):
         snapshot = json.load(f)
     changes = diff(snapshot, live)
     assert not changes, "tests/data/schemas/pack.json is stale:\n  " + "\n  ".join(changes) + f"\nfix: {FIX}"
-    assert set(live) == set(comfy.pack_nodes)
+    assert list(live) == list(snapshot) == list(comfy.pack_nodes)
+
+
+def test_readme_shows_the_nodes_as_they_are():
+    from tools import node_docs
+    assert node_docs.main(["--check"]) == 0, "README.md's Nodes section is stale: run python tools/node_docs.py"

@@ -129,3 +129,10 @@ def assert_mixed_decisions(comfy, prompt, run, gates):
         else:
             kept = [line.endswith("kept") for line in rerun.output(nid, 2).splitlines() if "score" in line]
         assert any(kept) and not all(kept), f"gate {nid}: {kept}"
+
+
+def test_generated_files_are_up_to_date():
+    """The workflows and the workflow fixture are what their generators write today."""
+    from tools import build_workflows, make_test_workflows
+    assert build_workflows.main(["--check"]) == 0, "run python tools/build_workflows.py"
+    assert make_test_workflows.main(["--check"]) == 0, "run python tools/make_test_workflows.py"

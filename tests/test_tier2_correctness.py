@@ -217,7 +217,7 @@ def test_a_teacher_of_another_family_is_refused_before_sampling(host):
     g["sdxl"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SDXL}}
     g["tpos"]["inputs"]["clip"] = ["sdxl", 1]
     err = failure(host, g)
-    assert "positive: is 2048 wide but model (SD15) expects 768. Fix: encode the prompt with the CLIP of model" in err
+    assert "positive: is 2048 wide but model (SD15) expects 768. Fix: encode it with the CLIP that comes with the SD15 model" in err
 
 
 def test_a_student_given_another_familys_conditioning_is_refused(host):
@@ -310,7 +310,7 @@ def test_an_x0_student_is_refused_for_the_lcm_schedule(host):
     from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
     model, _, pos, neg = loaded(TINY_SD15)
     x0 = ModelSamplingDiscrete().patch(model, "x0", False)[0]
-    with pytest.raises(ValueError, match="model: schedule lcm needs an eps- or v-prediction student"):
+    with pytest.raises(ValueError, match="model: schedule lcm needs an eps- or v-prediction student, this one predicts X0"):
         pack(host, "nodes.student").student_sample(x0, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 0, 2, 1.0)
 
 

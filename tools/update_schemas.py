@@ -58,7 +58,9 @@ def normalised_object_info(comfy, classes) -> dict:
 
 
 def pack_schemas(comfy) -> dict:
-    return normalised_object_info(comfy, comfy.pack_nodes)
+    """In the order the pack registers its nodes (the menu's and the README's order)."""
+    info = normalised_object_info(comfy, comfy.pack_nodes)
+    return {name: info[name] for name in comfy.pack_nodes}
 
 
 def core_schemas(comfy) -> dict:
@@ -66,7 +68,8 @@ def core_schemas(comfy) -> dict:
 
 
 def dumps(info: dict) -> str:
-    return json.dumps(info, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    """Nodes in the order given, everything inside them sorted (normalised_object_info sorted it)."""
+    return json.dumps(info, indent=1, ensure_ascii=False) + "\n"
 
 
 def diff(old: dict, new: dict) -> list:
@@ -94,7 +97,8 @@ def main(argv=None):
     stale = 0
     for path, info in ((CORE, core_schemas(comfy)), (PACK, pack_schemas(comfy))):
         old = json.load(open(path, encoding="utf-8")) if os.path.exists(path) else {}
-        changes = diff(old, info)
+        changes = diff(old, info) + (["the order of the nodes"] if list(old) != list(info) and set(old) == set(info)
+                                     else [])
         name = os.path.relpath(path, REPO)
         if a.check:
             stale += bool(changes)
