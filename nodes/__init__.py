@@ -3,6 +3,7 @@ from .adaptive import AdaptiveSampler
 from .calibrate import CalibrateThreshold
 from .common import PREFIX, rejecting_nonfinite_floats
 from .gate import OracleGate
+from .guidance import AttachGuidanceEmbedding, LoadGuidedStudent
 from .oracle_nodes import LoadImageRewardOracle, ScoreImages
 from .rollback import RollbackNoise
 from .student import ConsistencySampler
@@ -11,6 +12,8 @@ from .teacher import Improve
 # node id = PREFIX + class name; display names as the menu shows them
 _NODES = {
     ConsistencySampler: "Consistency Student Sampler",
+    LoadGuidedStudent: "Load Guidance-Embedded Student",
+    AttachGuidanceEmbedding: "Attach Guidance Embedding (w)",
     LoadImageRewardOracle: "Load ImageReward Oracle",
     OracleGate: "Oracle Gate (student/teacher)",
     Improve: "Teacher Improve (refine / regenerate)",

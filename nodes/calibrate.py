@@ -13,6 +13,7 @@ from ..schedulers.errors import InputError
 from .comfy_glue import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature, full_path
 from .gate import CALIBRATION_FOLDER
+from ..schedulers.record import records_of
 from .student import ConsistencySampler, student_sample
 
 PROMPTS_FOLDER = "student_teacher_prompts"
@@ -46,25 +47,26 @@ def encode_batch(clip, prompts):
 
 
 def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, height, steps, cfg, schedule,
-                   seed, batch_size):
-    """Score one student sample per prompt; sample i uses batch index i of the seed."""
+                   seed, batch_size, w=""):
+    """Score one student sample per prompt; sample i uses batch index i of the seed. Returns the
+    scores and the w each sample embedded (None for a student without a guidance embedding)."""
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
-    scores = []
+    scores, ws = [], []
     bar = comfy.utils.ProgressBar(len(prompts))
     for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start:start + batch_size]
-        groups = [(chunk, encode_batch(clip, chunk))]
-        if groups[0][1] is None:  # prompts of different token lengths: one at a time
-            groups = [([p], encode_batch(clip, [p])) for p in chunk]
+        chunk = list(enumerate(prompts[start:start + batch_size], start))
+        positive = encode_batch(clip, [p for _, p in chunk])
+        groups = [(chunk, positive)] if positive is not None else \
+            [([item], encode_batch(clip, [item[1]])) for item in chunk]  # prompts of different token lengths
         for group, positive in groups:
-            first = start + chunk.index(group[0])
             latent = {"samples": torch.zeros([len(group), 4, height // 8, width // 8]),
-                      "batch_index": list(range(first, first + len(group)))}
-            out = student_sample(model, positive, negative, latent, seed, steps, cfg, schedule)
-            scores.append(oracle.score(vae.decode(out["samples"]), group))
+                      "batch_index": [i for i, _ in group]}
+            out = student_sample(model, positive, negative, latent, seed, steps, cfg, schedule, w=w)
+            scores.append(oracle.score(vae.decode(out["samples"]), [p for _, p in group]))
+            ws += [r.w for r in records_of(out)]
             check_interrupt()
         bar.update(len(chunk))
-    return torch.cat(scores).numpy()
+    return torch.cat(scores).numpy(), ws
 
 
 class CalibrateThreshold:
@@ -104,21 +106,22 @@ class CalibrateThreshold:
             "filename": ("STRING", {"default": "my_student",
                                     "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if that "
                                                "file exists, as <filename>_2.json (never overwritten)."}),
-        }}
+        }, "optional": ConsistencySampler.INPUT_TYPES()["optional"]}
 
     @classmethod
     def IS_CHANGED(cls, prompts_file=NO_FILE, **_):
         return file_signature(PROMPTS_FOLDER, prompts_file) if prompts_file != NO_FILE else ""
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
-            steps, cfg, schedule, seed, batch_size, filename):
+            steps, cfg, schedule, seed, batch_size, filename, w=""):
         name = os.path.basename(filename.strip()).removesuffix(".json")
         if not name:
             raise InputError("filename", "empty file name", "give a name such as lcm_sd15_4steps")
         texts = read_prompts(prompts, prompts_file, max_prompts)
-        scores = student_scores(model, clip, vae, oracle, texts, negative_prompt, width, height, steps, cfg,
-                                schedule, seed, batch_size)
+        scores, ws = student_scores(model, clip, vae, oracle, texts, negative_prompt, width, height, steps, cfg,
+                                    schedule, seed, batch_size, w)
         meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
+                "w": sorted({x for x in ws if x is not None}) or None,
                 "prompt_count": len(texts), "prompts_file": prompts_file, "oracle": oracle.name,
                 "student": type(model.model.model_config).__name__, "seed": int(seed),
                 "negative_prompt": negative_prompt, "created": datetime.datetime.now().isoformat(timespec="seconds")}

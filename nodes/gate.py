@@ -39,11 +39,20 @@ def calibration_signature(node_class, calibration=NO_CALIBRATION, **_):
     return file_signature(CALIBRATION_FOLDER, calibration) if calibration != NO_CALIBRATION else ""
 
 
-def calibration_mismatch(meta, student):
-    """Calibrating with other steps or cfg than the gate's student makes tau meaningless."""
-    return [f"warning: the calibration used {key} = {meta[key]} but the student ran with {key} = {student[key]}; "
-            "recalibrate with the gate's settings"
-            for key in ("steps", "cfg", "schedule") if key in meta and key in student and meta[key] != student[key]]
+def calibration_mismatch(meta, records):
+    """Calibrating with other steps, cfg, schedule or guidance w than the gate's student makes tau
+    meaningless (the official code calibrated its LCM-SDXL at guidance 0 and sampled at 8)."""
+    student = records[0].last("student")
+    settings = student.settings if student is not None else {}
+    notes = [f"warning: the calibration used {key} = {meta[key]} but the student ran with {key} = {settings[key]}; "
+             "recalibrate with the gate's settings"
+             for key in ("steps", "cfg", "schedule") if key in meta and key in settings and meta[key] != settings[key]]
+    if "w" in meta:
+        calibrated, used = sorted(meta["w"] or []), sorted({r.w for r in records if r.w is not None})
+        if calibrated != used:
+            notes.append(f"warning: the calibration was made at w = {calibrated or 'none'} but the samples used "
+                         f"w = {used or 'none'}; recalibrate at the w you gate")
+    return notes
 
 
 def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
@@ -52,7 +61,6 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
     records = records_of(latent)
     notes = [] if records else [NO_RECORDS]
     records = records or bare_records(batch_indices(latent))
-    student = records[0].last("student")
     steps = int(student_steps) or stage_steps(records, "student") or 0
     if threshold_mode == "budget" and not steps:
         raise InputError("student_steps", "budget mode needs the student's step count and the latent does not "
@@ -64,8 +72,7 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
     images = vae.decode(latent["samples"])
     check_interrupt()
     scores = oracle.score(images, [prompt] * images.shape[0])
-    if student is not None:
-        notes += calibration_mismatch(meta, student.settings)
+    notes += calibration_mismatch(meta, records)
     for note in notes:
         log.warning(note)
     return decide(scores, threshold, records, images=images,
@@ -126,7 +133,7 @@ class OracleGate:
             teacher_steps):
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                         student_steps, teacher_steps)
-        captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}"
-                    for s, ok in zip(decision.scores.tolist(), decision.accepted.tolist())]
+        captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}" + (f" w {r.w:g}" if r.w is not None else "")
+                    for s, ok, r in zip(decision.scores.tolist(), decision.accepted.tolist(), decision.records)]
         ui = {"images": save_previews(decision.images, captions, decision.accepted.tolist())}
         return {"ui": ui, "result": (decision.images, decision, "\n".join(decision.lines()))}

@@ -4,15 +4,30 @@ import comfy.sample
 from ..schedulers.batching import batch_indices
 from ..schedulers.consistency import lcm_timesteps, trailing_timesteps
 from ..schedulers.errors import InputError
+from ..schedulers.guidance import parse_w, w_per_sample
 from ..schedulers.record import SampleRecord, Stage, with_records
 from .comfy_glue import (check_model_fits, consistency_sampler, discrete_model_sampling, initial_noise,
                          latent_format_name, sample_with_sigmas, sigmas_at_timesteps, with_consistency_sampling)
 from .common import CATEGORY, SEED
+from .guidance import guidance_of, with_w
 
 SCHEDULES = ("lcm", "turbo")
 
 
-def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0):
+def student_ws(model, w_text, index):
+    """(the model that embeds each sample's w, the per-sample w or Nones) for a guided student."""
+    ws, guided = parse_w(w_text), guidance_of(model)
+    if guided is None:
+        if ws:
+            raise InputError("w", "the model has no guidance embedding to give w to",
+                             "load the student with Load Guidance-Embedded Student (or Attach Guidance Embedding), "
+                             "or leave w empty")
+        return model, [None] * len(index)
+    per_sample = w_per_sample(ws or [guided.default_w], index)
+    return with_w(model, per_sample), per_sample
+
+
+def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w=""):
     """Sample a LATENT with a consistency student; returns a new LATENT whose records say how."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
@@ -20,6 +35,7 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
                      conditioning={"positive": positive, "negative": negative})
     x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     index = batch_indices(latent)
+    model, ws = student_ws(model, w, index)
     if schedule == "lcm":
         model = with_consistency_sampling(model)
         timesteps = lcm_timesteps(steps, strength=denoise)
@@ -33,14 +49,16 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
     stage = Stage("student", steps=int(steps), settings={"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
                                                          "denoise": float(denoise), "timesteps": tuple(timesteps)})
     family = latent_format_name(model)
-    records = [SampleRecord(b, seed=int(seed), latent_format=family, stages=(stage,)) for b in index]
+    records = [SampleRecord(b, seed=int(seed), latent_format=family, w=w_b, stages=(stage,))
+               for b, w_b in zip(index, ws)]
     return with_records({**latent, "samples": samples}, records)
 
 
 class ConsistencySampler:
     DESCRIPTION = ("Samples with a consistency-distilled student (LCM checkpoint, SD + LCM-LoRA, "
                    "LCM-SDXL, SDXL-Turbo) in a few steps. The LCM timesteps and boundary condition are "
-                   "applied here, for eps- and v-prediction students, so no ModelSampling node is needed. "
+                   "applied here, for eps- and v-prediction students, so no ModelSampling node is needed; a "
+                   "guidance-embedded student (LCM-Dreamshaper-v7) embeds each sample's w. "
                    "Each sample's noise depends only on (seed, batch index), so a sample never changes when "
                    "others join its batch.")
     CATEGORY = CATEGORY
@@ -72,7 +90,12 @@ class ConsistencySampler:
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                                   "tooltip": "1.0 for text-to-image; lower for editing an encoded image "
                                              "(SDEdit strength, e.g. 0.6)."}),
+        }, "optional": {
+            "w": ("STRING", {"default": "",
+                             "tooltip": "Guidance-embedded students only: the guidance scale w each sample embeds, one "
+                                        "value or a list cycled over the batch (e.g. 3, 5, 7, 9 shows the quality/"
+                                        "diversity trade-off in one queue). Empty: the student's default w."}),
         }}
 
-    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise):
-        return (student_sample(model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise),)
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w=""):
+        return (student_sample(model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w),)

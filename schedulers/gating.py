@@ -85,7 +85,8 @@ class GateDecision:
         out = [self.threshold.how]
         for r in self.records:
             stage = r.last("gate")
-            out.append(f"#{r.batch_index}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}")
+            w = f" (w {r.w:g})" if r.w is not None else ""
+            out.append(f"#{r.batch_index}{w}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}")
         out.append(f"kept {int(self.accepted.sum())}/{self.batch_size} ({100 * self.acceptance_rate:.0f}%)")
         return out + list(self.notes)
 

@@ -23,6 +23,14 @@ def test_samples_under_tau_go_to_the_teacher():
     assert "#4: score +0.5000 -> to teacher" in text and "kept 2/4 (50%)" in text
 
 
+def test_the_report_shows_each_samples_w():
+    from schedulers.record import SampleRecord
+    records = [SampleRecord(0, w=3.0), SampleRecord(1, w=7.5), SampleRecord(2)]
+    lines = decide(torch.tensor([1.0, -1.0, 0.5]), resolve_threshold("tau", tau=0.0), records).lines()
+    assert lines[1:4] == ["#0 (w 3): score +1.0000 -> kept", "#1 (w 7.5): score -1.0000 -> to teacher",
+                          "#2: score +0.5000 -> kept"]
+
+
 def test_decision_is_built_whole():
     d = decide(torch.zeros(2), resolve_threshold("tau", tau=0.0), bare_records([0, 1]), images=torch.ones(2, 3),
                budget_teacher_steps=12, notes=["a note"])

@@ -11,8 +11,8 @@ import pytest
 
 from tools import workflow_format as W
 from comfyui_harness import run_prompt
-from tiny_models import (TINY_CONTROLNET_SD15, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_LCM_LORA_SDXL, TINY_SD15,
-                         TINY_SDXL, TINY_SDXL_REFINER)
+from tiny_models import (TINY_CONTROLNET_SD15, TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15,
+                         TINY_LCM_LORA_SDXL, TINY_SD15, TINY_SDXL, TINY_SDXL_REFINER)
 
 WORKFLOW_DIR = os.path.join(W.REPO_ROOT, "workflows")
 WORKFLOWS = sorted(glob.glob(os.path.join(WORKFLOW_DIR, "*.json")))
@@ -37,6 +37,7 @@ DEFAULT_SUBSTITUTIONS = {
     "ckpt_name": lambda cls, name, old: ckpt_for(old),
     "lora_name": lambda cls, name, old: lora_for(old),
     "control_net_name": TINY_CONTROLNET_SD15,
+    "unet_name": TINY_GUIDED_SD15_UNET,
     "oracle_file": TINY_IMAGE_REWARD,
     # small images: the tiny models are about wiring, not quality
     "EmptyLatentImage.width": 64,

@@ -22,6 +22,10 @@ TINY_CONTROLNET_SD15 = "tiny_controlnet_sd15.safetensors"
 TINY_LCM_LORA_SD15 = "tiny_lcm_lora_sd15.safetensors"
 TINY_LCM_LORA_SDXL = "tiny_lcm_lora_sdxl.safetensors"
 TINY_IMAGE_REWARD = "tiny_image_reward.safetensors"
+# guidance-embedded students: a UNet-only file (ldm keys + time_embed.cond_proj) and an SDXL checkpoint
+# keeping the layer under the name stable-diffusion.cpp meets in converted files
+TINY_GUIDED_SD15_UNET = "tiny_guided_sd15_unet.safetensors"
+TINY_GUIDED_SDXL = "tiny_guided_sdxl.safetensors"
 
 # bump when a builder changes: files in a persistent TINY_MODELS_DIR are then rebuilt
 BUILDER_VERSION = 3
@@ -116,7 +120,13 @@ def _taesd_sd(seed: int, latent_format) -> dict:
     return sd
 
 
-def _build_checkpoint(path: str, model_config_cls, unet_cfg: dict, clip_cls, seed: int):
+def _cond_proj(seed: int, channels: int = 320, dim: int = 256):
+    """A guidance projection big enough that w visibly changes the output."""
+    import torch
+    return torch.randn(channels, dim, generator=torch.Generator().manual_seed(seed)) * 0.1
+
+
+def _build_checkpoint(path: str, model_config_cls, unet_cfg: dict, clip_cls, seed: int, extra=None):
     import torch
     model_config, model = _diffusion_model_sd(model_config_cls, unet_cfg, seed)
     clip = _init_module_(clip_cls(device="cpu", dtype=torch.float16), seed + 1)
@@ -125,7 +135,7 @@ def _build_checkpoint(path: str, model_config_cls, unet_cfg: dict, clip_cls, see
     sd = model.state_dict_for_saving(clip_sd, _taesd_sd(seed + 2, model_config.latent_format))
     sd = {k: v for k, v in sd.items() if k.startswith(("model.", "cond_stage_model.", "conditioner.",
                                                        "first_stage_model."))}
-    _save(sd, path, {"st_tiny": f"v{BUILDER_VERSION}"}, dtype=torch.float16)
+    _save({**sd, **(extra or {})}, path, {"st_tiny": f"v{BUILDER_VERSION}"}, dtype=torch.float16)
     del model, clip, clip_sd, sd
     gc.collect()
 
@@ -140,6 +150,24 @@ def _build_sdxl(path):
     import comfy.supported_models
     import comfy.sdxl_clip
     _build_checkpoint(path, comfy.supported_models.SDXL, SDXL_UNET, comfy.sdxl_clip.SDXLClipModel, SEED + 10)
+
+
+def _build_guided_sdxl(path):
+    import comfy.supported_models
+    import comfy.sdxl_clip
+    _build_checkpoint(path, comfy.supported_models.SDXL, SDXL_UNET, comfy.sdxl_clip.SDXLClipModel, SEED + 10,
+                      {"model.diffusion_model.time_embedding.cond_proj.weight": _cond_proj(SEED + 11)})
+
+
+def _build_guided_sd15_unet(path):
+    """The UNet alone (what models/diffusion_models holds), with its w embedding."""
+    import torch
+    import comfy.supported_models
+    _, model = _diffusion_model_sd(comfy.supported_models.SD15, SD15_UNET, SEED + 50)
+    sd = dict(model.diffusion_model.state_dict())
+    sd["time_embed.cond_proj.weight"] = _cond_proj(SEED + 51)
+    _save(sd, path, {"st_tiny": f"v{BUILDER_VERSION}"}, dtype=torch.float16)
+    del model
 
 
 def _build_sdxl_refiner(path):
@@ -240,6 +268,8 @@ TINY_MODELS: Dict[str, tuple] = {
     TINY_LCM_LORA_SD15: ("loras", _build_lcm_lora_sd15),
     TINY_LCM_LORA_SDXL: ("loras", _build_lcm_lora_sdxl),
     TINY_IMAGE_REWARD: ("image_reward", _build_image_reward),
+    TINY_GUIDED_SD15_UNET: ("diffusion_models", _build_guided_sd15_unet),
+    TINY_GUIDED_SDXL: ("checkpoints", _build_guided_sdxl),
 }
 
 

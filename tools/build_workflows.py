@@ -62,6 +62,9 @@ MODELS = {
     "cn_canny": ("control_v11p_sd15_canny.pth", "controlnet", "https://huggingface.co/lllyasviel/ControlNet-v1-1"),
     "cn_seg": ("control_v11p_sd15_seg.pth", "controlnet", "https://huggingface.co/lllyasviel/ControlNet-v1-1"),
     "image_reward": ("ImageReward.pt", "image_reward", "https://huggingface.co/THUDM/ImageReward"),
+    "lcm_dreamshaper": ("LCM_Dreamshaper_v7_4k.safetensors", "diffusion_models",
+                        "https://huggingface.co/SimianLuo/LCM_Dreamshaper_v7 (the single UNet file; or its "
+                        "unet/diffusion_pytorch_model.safetensors under any name)"),
 }
 
 
@@ -711,6 +714,53 @@ rejected samples. Use the separate nodes to see or change each stage.
     return wf
 
 
+def wf_lcm_dreamshaper_w_sweep(schemas):
+    name = "sd15_lcm_dreamshaper_w_sweep"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS
+    tau, k, steps = 0.0, 50, 10
+    wf.note(f"""# Guidance-embedded student: LCM-Dreamshaper-v7, a sweep of w in one queue
+
+**LCM-Dreamshaper-v7** was distilled with the guidance scale w as an input (guided distillation): one
+student covers a range of w in 4 steps at cfg 1 (one model pass per step). ComfyUI's own loaders drop
+its w layer; **Load Guidance-Embedded Student** keeps it. The student samples a batch of 4 with
+`w` = **3, 5, 7, 9** (one w per sample): low w is more diverse, high w follows the prompt harder. The
+**oracle** scores each sample (the gate report shows its w); samples under tau are **refined** by the
+teacher (SD1.5 here; Dreamshaper v7, the model LCM-Dreamshaper was distilled from, fits even better):
+rollback 0.5, {steps} DPM++ 2M steps.
+
+## Files
+{model_table("lcm_dreamshaper", "sd15", "image_reward")}
+(`v1-5-pruned-emaonly` also gives the CLIP text encoder and the VAE the student uses.)
+
+## Knobs that matter
+- `w` on the student: one value for all samples, or a list cycled over the batch. w follows diffusers'
+  convention (w - 1 is embedded); the original LCM code's w 8 is diffusers' 9 (`w_convention`).
+- Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)} Calibrate at the w you gate with: a calibration made at
+  another w is flagged in the gate report.
+- {SD15_NOTE_SCHEDULER}
+""", size=NOTE_SIZE)
+    prompt = prompt_node(wf)
+    ckpt = wf.add("CheckpointLoaderSimple", "Student", 0, title="SD1.5 (teacher, CLIP, VAE)",
+                  ckpt_name=MODELS["sd15"][0])
+    student_model = wf.add("StudentTeacherLoadGuidedStudent", "Student", 0, unet_name=MODELS["lcm_dreamshaper"][0],
+                           w=8.0, w_convention="diffusers")
+    pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=4)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model.model,
+                     positive=pos.CONDITIONING, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0, steps=4,
+                     cfg=1.0, schedule="lcm", denoise=1.0, w="3, 5, 7, 9")
+    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "tau", tau, k, "none", steps)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=pos.CONDITIONING,
+                     negative=neg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
+                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
+                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
 BUILDERS = {
     "sd15_lcm_lora_refine": lambda s: wf_sd15_t2i(s, "refine"),
     "sd15_lcm_lora_regenerate": lambda s: wf_sd15_t2i(s, "regenerate"),
@@ -721,6 +771,7 @@ BUILDERS = {
     "sd15_controlnet_seg": lambda s: wf_sd15_controlnet(s, "seg"),
     "calibrate_student": wf_calibrate,
     "sd15_adaptive_all_in_one": wf_adaptive,
+    "sd15_lcm_dreamshaper_w_sweep": wf_lcm_dreamshaper_w_sweep,
 }
 
 

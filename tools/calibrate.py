@@ -30,6 +30,9 @@ def parse(argv=None):
     p.add_argument("--cpu", action="store_true", help="run on the CPU")
     p.add_argument("--checkpoint", required=True, help="student checkpoint in models/checkpoints")
     p.add_argument("--lora", help="LCM-LoRA in models/loras, applied to the checkpoint's model")
+    p.add_argument("--guided-unet", help="a guidance-embedded student's UNet in models/diffusion_models (e.g. "
+                                         "LCM_Dreamshaper_v7_4k.safetensors); the checkpoint then gives CLIP and VAE")
+    p.add_argument("--w", default="", help="guided students: the w to calibrate at, as the gate's student uses it")
     p.add_argument("--oracle", default="ImageReward.pt", help="file in models/image_reward")
     p.add_argument("--prompts", required=True, help="text file, one held-out prompt per line")
     p.add_argument("--max-prompts", type=int, default=0, help="use the first N prompts (0 = all)")
@@ -51,6 +54,10 @@ def calibration_graph(a, prompts_text):
          "oracle": {"class_type": "StudentTeacherLoadImageRewardOracle",
                     "inputs": {"oracle_file": a.oracle, "device": "cpu" if a.cpu else "auto", "dtype": "auto",
                                "preprocess": "exact", "batch_size": 8}}}
+    if a.guided_unet:
+        g["guided"] = {"class_type": "StudentTeacherLoadGuidedStudent",
+                       "inputs": {"unet_name": a.guided_unet, "w": 8.0, "w_convention": "diffusers"}}
+        model = ["guided", 0]
     if a.lora:
         g["lora"] = {"class_type": "LoraLoaderModelOnly",
                      "inputs": {"model": model, "lora_name": a.lora, "strength_model": 1.0}}
@@ -60,7 +67,7 @@ def calibration_graph(a, prompts_text):
                            "prompts": prompts_text, "prompts_file": "none", "max_prompts": a.max_prompts,
                            "negative_prompt": a.negative, "width": a.width, "height": a.height,
                            "steps": a.steps, "cfg": a.cfg, "schedule": a.schedule, "seed": a.seed,
-                           "batch_size": a.batch_size, "filename": a.name}}
+                           "batch_size": a.batch_size, "filename": a.name, "w": a.w}}
     g["save"] = {"class_type": "SaveImage", "inputs": {"images": ["cal", 0], "filename_prefix": f"calibration_{a.name}"}}
     return g
 

@@ -4,8 +4,8 @@
     python tools/http_bad_inputs.py --comfyui /path/to/ComfyUI --models DIR [--python PY]
 
 DIR holds the tiny test models (tests/make_tiny_models.py DIR makes them): checkpoints/tiny_sd15 and
-tiny_sdxl, image_reward/tiny_image_reward. The script starts `main.py --cpu` on a free loopback port with
-this pack (a custom_nodes entry in a temporary extra_model_paths.yaml), user files in a temporary
+tiny_sdxl, diffusion_models/tiny_guided_sd15_unet, image_reward/tiny_image_reward. The script starts
+`main.py --cpu` on a free loopback port with this pack (a custom_nodes entry in a temporary extra_model_paths.yaml), user files in a temporary
 folder, and then, over HTTP: POSTs every bad graph of CASES to /prompt and checks that each one is
 refused - at validation (HTTP 400) or when it runs (the history's execution_error) - with a message
 that names the input (and, for the pack's own checks, says "Fix:"); interrupts a long teacher run;
@@ -29,6 +29,7 @@ import aiohttp
 
 P = "StudentTeacher"
 SD15, SDXL, ORACLE = "tiny_sd15.safetensors", "tiny_sdxl.safetensors", "tiny_image_reward.safetensors"
+GUIDED = "tiny_guided_sd15_unet.safetensors"
 PAPER = "lcm_sdxl_4steps_paper.json"
 
 
@@ -124,6 +125,20 @@ def other_batch_gate():
     return with_inputs(g, "teacher", latent=["student2", 0])
 
 
+def guided_student(w):
+    g = base()
+    g["guided"] = {"class_type": P + "LoadGuidedStudent", "inputs": {"unet_name": GUIDED, "w": 8.0,
+                                                                   "w_convention": "diffusers"}}
+    return with_inputs(g, "student", model=["guided", 0], w=w)
+
+
+def attach_to(file):
+    g = base()
+    g["attach"] = {"class_type": P + "AttachGuidanceEmbedding",
+                   "inputs": {"model": ["ckpt", 0], "file": file, "w": 8.0, "w_convention": "diffusers"}}
+    return with_inputs(g, "student", model=["attach", 0])
+
+
 def xl_text(graph, node, name):
     graph["xlpos"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["xl", 1], "text": "a red cube"}}
     return with_inputs(graph, node, **{name: ["xlpos", 0]})
@@ -182,6 +197,10 @@ CASES = [
     ("calibrate with one prompt", lambda: calibrate(prompts="a cube"), "prompts", True),
     ("calibrate without a file name", lambda: calibrate(filename="  "), "filename", True),
     ("adaptive percentile without calibration", lambda: adaptive(threshold_mode="percentile"), "calibration", True),
+    ("w not a number", lambda: guided_student("3, lots"), "w", True),
+    ("w for a student without a w embedding", lambda: with_inputs(base(), "student", w="5"), "w", True),
+    ("w embedding from a file without one", lambda: attach_to(SD15), "file", True),
+    ("guided student default w NaN", lambda: with_inputs(guided_student(""), "guided", w=NAN), "w", True),
 ]
 
 
@@ -207,7 +226,8 @@ def start_server(comfyui, python, models, work, port, pack):
         f.write("this is a text file, not weights\n")
     config = os.path.join(work, "paths.yaml")
     with open(config, "w") as f:
-        f.write(f"tiny:\n    checkpoints: {models}/checkpoints\n    image_reward: |\n        {models}/image_reward\n"
+        f.write(f"tiny:\n    checkpoints: {models}/checkpoints\n    diffusion_models: {models}/diffusion_models\n"
+                f"    image_reward: |\n        {models}/image_reward\n"
                 f"        {oracle_dir}\n    image_reward_calibration: {cal}\n    custom_nodes: {nodes_dir}\n")
     args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes",
             "--dont-print-server", "--verbose", "WARNING", "--extra-model-paths-config", config,
