@@ -23,6 +23,7 @@ else:
     _register_folder("image_reward_calibration", os.path.join(PACK_DIR, "calibration"), {".json"})
     _register_folder("student_teacher_prompts", os.path.join(PACK_DIR, "prompts"), {".txt"})
     _register_folder("student_teacher_prompts", os.path.join(MODELS, "image_reward", "prompts"), {".txt"})
+    _register_folder("student_teacher_routing", os.path.join(MODELS, "student_teacher_routing"), {".json"})
 
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 

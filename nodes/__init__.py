@@ -5,15 +5,19 @@ from .common import PREFIX, rejecting_nonfinite_floats
 from .gate import OracleGate
 from .guidance import AttachGuidanceEmbedding, LoadGuidedStudent
 from .oracle_nodes import LoadImageRewardOracle, ScoreImages
+from .prompts import EncodePrompts
 from .rollback import RollbackNoise
+from .routing import RouteStudents
 from .student import ConsistencySampler
 from .teacher import Improve
 
 # node id = PREFIX + class name; display names as the menu shows them
 _NODES = {
+    EncodePrompts: "Encode Prompt List",
     ConsistencySampler: "Consistency Student Sampler",
     LoadGuidedStudent: "Load Guidance-Embedded Student",
     AttachGuidanceEmbedding: "Attach Guidance Embedding (w)",
+    RouteStudents: "Route Prompts to Students",
     LoadImageRewardOracle: "Load ImageReward Oracle",
     OracleGate: "Oracle Gate (student/teacher)",
     Improve: "Teacher Improve (refine / regenerate)",

@@ -15,6 +15,7 @@ from ..schedulers.batching import take_rows
 from ..schedulers.consistency import consistency_denoised, consistency_sample
 from ..schedulers.errors import InputError
 from ..schedulers.noise import PerSampleNoise, Stream
+from .prompts import PROMPTS_KEY
 
 log = logging.getLogger("StudentTeacher")
 
@@ -95,11 +96,15 @@ def check_model_fits(model, model_input: str, samples=None, latent_input: str = 
                          f"{'/'.join(sorted(made_in))} latent space",
                          f"use a {'/'.join(sorted(made_in))} {model_input} (and its own conditioning)")
     width = model.model.model_config.unet_config.get("context_dim")
+    batch = samples.shape[0] if samples is not None else None
     for name, cond in (conditioning or {}).items():
         for tensor, _extra in cond or ():
             if width and tensor.shape[-1] != width:
                 raise InputError(name, f"is {tensor.shape[-1]} wide but {model_input} ({family}) expects {width}",
                                  f"encode it with the CLIP that comes with the {family} model")
+            if batch and tensor.shape[0] not in (1, batch):  # ComfyUI would tile the rows over the batch
+                raise InputError(name, f"has {tensor.shape[0]} rows (prompts) for {batch} samples",
+                                 "give the latent one sample per prompt (the prompt list's count as batch_size)")
 
 
 def check_vae_fits(vae, samples):
@@ -188,13 +193,14 @@ def _subset_control(control, indices, batch_size):
 
 
 def subset_conditioning(conditioning, indices, batch_size):
-    """The conditioning of samples `indices` only: per-sample prompts, pooled outputs and
-    ControlNet hints follow their samples (ComfyUI would otherwise take the first rows)."""
+    """The conditioning of samples `indices` only: per-sample prompts (tensors and texts), pooled
+    outputs and ControlNet hints follow their samples (ComfyUI would otherwise take the first rows)."""
     out = []
     for cond, extra in conditioning:
         extra = dict(extra)
-        if "pooled_output" in extra:
-            extra["pooled_output"] = take_rows(extra["pooled_output"], indices, batch_size)
+        for key in ("pooled_output", PROMPTS_KEY):
+            if key in extra:
+                extra[key] = take_rows(extra[key], indices, batch_size)
         if extra.get("control") is not None:
             extra["control"] = _subset_control(extra["control"], indices, batch_size)
         out.append([take_rows(cond, indices, batch_size), extra])

@@ -7,7 +7,7 @@ from ..oracle.calibration import CalibrationError, read_calibration
 from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
 from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, resolve_threshold
-from ..schedulers.record import bare_records, records_of, stage_steps
+from ..schedulers.record import bare_records, records_of, stage_steps, student_labels
 from .comfy_glue import check_interrupt, check_vae_fits
 from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
 from .preview import save_previews
@@ -34,9 +34,10 @@ def load_calibration(name):
         raise InputError("calibration", str(e), "pick another file, or make it again with the Calibrate node") from None
 
 
-def calibration_signature(node_class, calibration=NO_CALIBRATION, **_):
-    """IS_CHANGED of the nodes with a calibration input: a file recalibrated under the same name re-runs them."""
-    return file_signature(CALIBRATION_FOLDER, calibration) if calibration != NO_CALIBRATION else ""
+def calibration_signature(node_class, calibration=NO_CALIBRATION, **inputs):
+    """IS_CHANGED of the nodes with calibration inputs: a file recalibrated under the same name re-runs them."""
+    names = [calibration] + [inputs.get(f"calibration_{i}", NO_CALIBRATION) for i in range(2, 5)]
+    return "/".join(file_signature(CALIBRATION_FOLDER, n) if n != NO_CALIBRATION else "" for n in names)
 
 
 def calibration_mismatch(meta, records):
@@ -55,27 +56,57 @@ def calibration_mismatch(meta, records):
     return notes
 
 
+def sample_prompts(prompt, records):
+    """The text each sample is scored against: the widget when it is filled in (an override), else
+    each sample's own prompt from its record (Encode Prompt List puts it there)."""
+    if prompt.strip():
+        return [prompt] * len(records)
+    if any(r.prompt is None for r in records):
+        raise InputError("prompt", "the gate has no prompt to score against", "type the prompt, or encode it with "
+                         "Encode Prompt List (the gate then finds each sample's text itself)")
+    return [r.prompt for r in records]
+
+
+def student_number(label):
+    """'student 3' -> 3; a sample from the plain student sampler belongs to student 1."""
+    return int(label.split()[-1]) if label and label.split()[-1].isdigit() else 1
+
+
 def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
-         budget=10.0, student_steps=0, teacher_steps=12) -> GateDecision:
-    """Decode the student's samples once, score them, and threshold the scores."""
+         budget=10.0, student_steps=0, teacher_steps=12, student_calibrations=()) -> GateDecision:
+    """Decode the student's samples once, score them, and threshold the scores: each sample with the
+    threshold of its own student (calibration for student 1, student_calibrations for students 2..)."""
     records = records_of(latent)
     notes = [] if records else [NO_RECORDS]
     records = records or bare_records(batch_indices(latent))
-    steps = int(student_steps) or stage_steps(records, "student") or 0
-    if threshold_mode == "budget" and not steps:
-        raise InputError("student_steps", "budget mode needs the student's step count and the latent does not "
-                         "say it", "set student_steps")
-    taus, meta = load_calibration(calibration)
-    threshold = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=calibration, budget=budget,
-                                  student_steps=steps or 1, teacher_steps=teacher_steps)
+    calibrations = [calibration] + list(student_calibrations)
+    thresholds = {}
+    for label in student_labels(records):
+        mine = [r for r in records if r.student == label]
+        number = student_number(label)
+        if number > len(calibrations):
+            raise InputError(f"calibration_{number}", f"the samples come from {label}, and the gate has no "
+                             "calibration input for it", "use at most 4 students")
+        name = calibrations[number - 1] if threshold_mode != "tau" or number == 1 else NO_CALIBRATION
+        steps = int(student_steps) or stage_steps(mine, "student") or 0
+        if threshold_mode == "budget" and not steps:
+            raise InputError("student_steps", "budget mode needs the student's step count and the latent does not "
+                             "say it", "set student_steps")
+        taus, meta = load_calibration(name)
+        if taus is None and threshold_mode != "tau" and number > 1:
+            raise InputError(f"calibration_{number}", f"{label} has no calibration",
+                             f"choose {label}'s calibration file (each student scores differently)")
+        thresholds[label] = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=name, budget=budget,
+                                              student_steps=steps or 1, teacher_steps=teacher_steps)
+        notes += calibration_mismatch(meta, mine)
+    texts = sample_prompts(prompt, records)
     check_vae_fits(vae, latent["samples"])
     images = vae.decode(latent["samples"])
     check_interrupt()
-    scores = oracle.score(images, [prompt] * images.shape[0])
-    notes += calibration_mismatch(meta, records)
+    scores = oracle.score(images, texts)
     for note in notes:
         log.warning(note)
-    return decide(scores, threshold, records, images=images,
+    return decide(scores, [thresholds[r.student] for r in records], records, images=images,
                   budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes)
 
 
@@ -99,9 +130,10 @@ class OracleGate:
             "vae": ("VAE", {"tooltip": "Decodes the samples for the oracle (once; the images are reused)."}),
             "oracle": (ORACLE_TYPE, {"tooltip": "The scorer, from Load ImageReward Oracle."}),
             "prompt": ("STRING", {"multiline": True, "default": "",
-                                  "tooltip": "The prompt the samples were made for (the oracle scores "
-                                             "image-text agreement). Share it with CLIPTextEncode via a "
-                                             "String primitive."}),
+                                  "tooltip": "The prompt the samples were made for (the oracle scores image-text "
+                                             "agreement). Leave empty when the prompts come from Encode Prompt "
+                                             "List: each sample is then scored against its own prompt. Filled in, "
+                                             "it is used for every sample."}),
             "threshold_mode": (list(THRESHOLD_MODES), {"default": "tau",
                                                        "tooltip": "tau: use tau as given (0 = ImageReward's average "
                                                                   "generated image). percentile: tau = the k-th "
@@ -125,14 +157,20 @@ class OracleGate:
             "teacher_steps": ("INT", {"default": 12, "min": 1, "max": 1000,
                                       "tooltip": "R, the teacher's steps (threshold_mode budget); match the "
                                                  "Teacher Improve node."}),
+        }, "optional": {
+            f"calibration_{i}": (calibration_choices(), {"tooltip": f"Routed students: student {i}'s own calibration "
+                                                                    "(students score differently, one tau for all "
+                                                                    "would be wrong); percentile and budget modes."})
+            for i in range(2, 5)
         }}
 
     IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget, student_steps,
-            teacher_steps):
+            teacher_steps, **student_calibrations):
+        per_student = [student_calibrations.get(f"calibration_{i}", NO_CALIBRATION) for i in range(2, 5)]
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
-                        student_steps, teacher_steps)
+                        student_steps, teacher_steps, per_student)
         captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}" + (f" w {r.w:g}" if r.w is not None else "")
                     for s, ok, r in zip(decision.scores.tolist(), decision.accepted.tolist(), decision.records)]
         ui = {"images": save_previews(decision.images, captions, decision.accepted.tolist())}

@@ -10,6 +10,7 @@ from .comfy_glue import (check_model_fits, consistency_sampler, discrete_model_s
                          latent_format_name, sample_with_sigmas, sigmas_at_timesteps, with_consistency_sampling)
 from .common import CATEGORY, SEED
 from .guidance import guidance_of, with_w
+from .prompts import prompts_of
 
 SCHEDULES = ("lcm", "turbo")
 
@@ -49,8 +50,8 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
     stage = Stage("student", steps=int(steps), settings={"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
                                                          "denoise": float(denoise), "timesteps": tuple(timesteps)})
     family = latent_format_name(model)
-    records = [SampleRecord(b, seed=int(seed), latent_format=family, w=w_b, stages=(stage,))
-               for b, w_b in zip(index, ws)]
+    records = [SampleRecord(b, seed=int(seed), latent_format=family, prompt=text, w=w_b, stages=(stage,))
+               for b, text, w_b in zip(index, prompts_of(positive, len(index)), ws)]
     return with_records({**latent, "samples": samples}, records)
 
 

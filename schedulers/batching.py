@@ -7,10 +7,12 @@ from .errors import InputError
 
 
 def take_rows(x, indices: Sequence[int], batch_size: int):
-    """Rows `indices` of a per-sample tensor; tensors that broadcast (batch 1) or are not
+    """Rows `indices` of a per-sample tensor or tuple; values that broadcast (batch 1) or are not
     per-sample pass through unchanged."""
-    if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == batch_size and batch_size > 1:
+    if batch_size > 1 and isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == batch_size:
         return x[list(indices)]
+    if batch_size > 1 and isinstance(x, tuple) and len(x) == batch_size:
+        return tuple(x[i] for i in indices)
     return x
 
 

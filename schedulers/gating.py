@@ -11,12 +11,12 @@ import torch
 
 from .budget import average_steps, k_within_budget
 from .errors import InputError
-from .record import SampleRecord, Stage
+from .record import SampleRecord, Stage, per_student_lines, student_labels
 
 THRESHOLD_MODES = ("tau", "percentile", "budget")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Threshold:
     tau: float
     k: Optional[float]  # the percentile tau stands for, when known
@@ -59,7 +59,7 @@ class GateDecision:
     `records` are the samples' records with this gate's stage appended."""
     scores: torch.Tensor          # [B] float32
     accepted: torch.Tensor        # [B] bool
-    threshold: Threshold
+    thresholds: Tuple[Threshold, ...]  # each sample's (its student's) threshold
     records: Tuple[SampleRecord, ...]
     images: Optional[torch.Tensor] = None        # the decoded images, reused for kept samples
     budget_teacher_steps: Optional[int] = None   # the R a budget threshold assumed
@@ -78,28 +78,42 @@ class GateDecision:
         return [i for i, ok in enumerate(self.accepted.tolist()) if not ok]
 
     @property
+    def threshold(self) -> Threshold:
+        """The threshold of the first sample (of every sample when one student made them all)."""
+        return self.thresholds[0]
+
+    @property
     def acceptance_rate(self) -> float:
         return float(self.accepted.float().mean()) if self.batch_size else 1.0
 
     def lines(self) -> List[str]:
-        out = [self.threshold.how]
+        students = student_labels(self.records)
+        out = []
+        for label, threshold in dict.fromkeys(zip([r.student for r in self.records], self.thresholds)):
+            out.append(f"{label}: {threshold.how}" if len(students) > 1 else threshold.how)
         for r in self.records:
             stage = r.last("gate")
-            w = f" (w {r.w:g})" if r.w is not None else ""
-            out.append(f"#{r.batch_index}{w}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}")
+            tags = ", ".join(t for t in (r.student if len(students) > 1 else None,
+                                         f"w {r.w:g}" if r.w is not None else None) if t)
+            tags = f" ({tags})" if tags else ""
+            out.append(f"#{r.batch_index}{tags}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}")
         out.append(f"kept {int(self.accepted.sum())}/{self.batch_size} ({100 * self.acceptance_rate:.0f}%)")
+        if len(students) > 1:
+            out += per_student_lines(self.records)
         return out + list(self.notes)
 
 
-def decide(scores: torch.Tensor, threshold: Threshold, records: Sequence[SampleRecord], *,
+def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
            images: Optional[torch.Tensor] = None, budget_teacher_steps: Optional[int] = None,
            notes: Sequence[str] = ()) -> GateDecision:
-    """Keep the samples scoring at least tau; each record gets this gate's stage."""
+    """Keep the samples scoring at least their tau; `threshold` is one Threshold for all samples or
+    one per sample (its student's). Each record gets this gate's stage."""
     scores = scores.detach().float().cpu().reshape(-1)
     if len(records) != scores.shape[0]:
         raise InputError("latent", f"{len(records)} samples but {scores.shape[0]} scores",
                          "score the same batch the gate decides on")
-    accepted = scores >= threshold.tau
-    gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok), settings={"tau": threshold.tau}))
-                  for r, s, ok in zip(records, scores.tolist(), accepted.tolist()))
-    return GateDecision(scores, accepted, threshold, gated, images, budget_teacher_steps, tuple(notes))
+    thresholds = (threshold,) * len(records) if isinstance(threshold, Threshold) else tuple(threshold)
+    accepted = scores >= torch.tensor([t.tau for t in thresholds], dtype=torch.float32)
+    gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok), settings={"tau": t.tau}))
+                  for r, s, ok, t in zip(records, scores.tolist(), accepted.tolist(), thresholds))
+    return GateDecision(scores, accepted, thresholds, gated, images, budget_teacher_steps, tuple(notes))

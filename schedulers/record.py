@@ -12,7 +12,7 @@ this key: `records_of` then finds records that no longer match the rows and retu
 nodes fall back to their widgets and say so once.
 """
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 RECORDS_KEY = "student_teacher"
 
@@ -103,3 +103,20 @@ def cost_line(records: Sequence[SampleRecord]) -> str:
             all(r.cost == student + (teacher if r.last("teacher") else 0) for r in records):
         return f"average steps spent: {student} + {len(improved)}/{len(records)} x {teacher} = {avg:g}"
     return f"average steps spent: {avg:g} per sample"
+
+
+def student_labels(records: Sequence[SampleRecord]) -> List[str]:
+    """The students that made these samples, in order of first appearance (None: one unnamed student)."""
+    return list(dict.fromkeys(r.student for r in records))
+
+
+def per_student_lines(records: Sequence[SampleRecord]) -> List[str]:
+    """Per student: how many samples its gate kept and the average steps its samples cost."""
+    lines = []
+    for label in student_labels(records):
+        mine = [r for r in records if r.student == label]
+        kept = [r for r in mine if r.last("gate") is not None and r.last("gate").kept]
+        gated = [r for r in mine if r.last("gate") is not None]
+        acceptance = f"kept {len(kept)}/{len(gated)}, " if gated else ""
+        lines.append(f"{label or 'student'}: {len(mine)} samples, {acceptance}average steps {average_cost(mine):g}")
+    return lines

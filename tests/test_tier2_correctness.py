@@ -90,16 +90,21 @@ def test_rollback_noise_is_fresh_noise_of_unit_size_in_the_models_space(host):
 
 SOURCES = {
     "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SD15}},
-    "pos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": "a red cube"}},
+    "pos": {"class_type": P + "EncodePrompts",
+            "inputs": {"clip": ["ckpt", 1], "prompts": "a red cube", "prompts_file": "none", "max_prompts": 0}},
     "neg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["ckpt", 1], "text": ""}},
     "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 2}},
+    "student": {"class_type": P + "ConsistencySampler",
+                "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
+                           "latent_image": ["empty", 0], "seed": 0, "steps": 1, "cfg": 1.0, "schedule": "lcm",
+                           "denoise": 1.0}},
     "image": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0}},
     "oracle": {"class_type": P + "LoadImageRewardOracle",
                "inputs": {"oracle_file": TINY_IMAGE_REWARD, "device": "cpu", "dtype": "fp32", "preprocess": "exact",
                           "batch_size": 8}},
 }
 SOCKET_SOURCES = {"MODEL": ["ckpt", 0], "CLIP": ["ckpt", 1], "VAE": ["ckpt", 2], "CONDITIONING": ["pos", 0],
-                  "LATENT": ["empty", 0], "IMAGE": ["image", 0], "IR_ORACLE": ["oracle", 0]}
+                  "LATENT": ["student", 0], "IMAGE": ["image", 0], "IR_ORACLE": ["oracle", 0]}
 FILE_CHOICES = {"oracle_file": TINY_IMAGE_REWARD}
 
 

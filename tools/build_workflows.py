@@ -395,12 +395,12 @@ def sd15_student(wf, lora=True):
     return ckpt, model
 
 
-def oracle_nodes(wf, latent, vae, prompt, mode, tau, k, calibration, teacher_steps, student_steps=0):
+def oracle_nodes(wf, latent, vae, prompt, mode, tau, k, calibration, teacher_steps, student_steps=0, **more):
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
                     device="auto", dtype="auto", preprocess="exact", batch_size=8)
     gate = wf.add("StudentTeacherOracleGate", "Oracle", 1, latent=latent, vae=vae, oracle=oracle.oracle,
                   prompt=prompt, threshold_mode=mode, tau=tau, k=k, calibration=calibration, budget=10.0,
-                  student_steps=student_steps, teacher_steps=teacher_steps)
+                  student_steps=student_steps, teacher_steps=teacher_steps, **more)
     return oracle, gate
 
 
@@ -761,6 +761,115 @@ rollback 0.5, {steps} DPM++ 2M steps.
     return wf
 
 
+PROMPT_LIST = [
+    "a photograph of an astronaut riding a horse in a jungle, detailed, sharp focus",
+    "a red fox in fresh snow, morning light, wildlife photography",
+    "a bowl of ramen on a wooden table, steam rising, food photography",
+    "an old lighthouse on a cliff during a storm, dramatic sky",
+    "a watercolor painting of a quiet canal in Venice",
+    "a cozy reading nook with a cat asleep on a pile of books",
+    "a futuristic city at night with neon signs and rain, cinematic",
+    "a portrait of an elderly fisherman, weathered face, natural light",
+]
+
+
+def prompt_list_node(wf, clip, prompts, col=1):
+    return wf.add("StudentTeacherEncodePrompts", "Student", col, title="Prompt list (one per line)", clip=clip,
+                  prompts="\n".join(prompts), prompts_file="none", max_prompts=0)
+
+
+def wf_prompt_list(schemas):
+    name = "sd15_prompt_list_batch"
+    wf = Workflow(schemas, name)
+    wf.rows = ROWS
+    tau, k, steps = 0.0, 50, 10
+    wf.note(f"""# Eight prompts in one batch: each sample scored against its own prompt
+
+**Encode Prompt List** turns one prompt per line into one CONDITIONING with a row per prompt; its
+`count` sets the Empty Latent Image's batch size, so the **student** (SD1.5 + LCM-LoRA, 5 steps) draws
+one sample per prompt in one batch. The prompt texts travel with the samples: the **Oracle Gate**
+(its `prompt` left empty) scores sample i against prompt i, and the **teacher** (SD1.5) refines the
+samples under tau with their own prompts: rollback 0.5, {steps} DPM++ 2M steps. Each sample equals
+its prompt sampled alone with the same seed and batch index.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "image_reward")}
+
+## Knobs that matter
+- The prompt list: edit the lines, or pick a file in `prompts_file` (the pack's `prompts/` folder or
+  `ComfyUI/models/image_reward/prompts/`). A prompt in the gate's `prompt` overrides every sample's.
+- Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)}
+- {SD15_NOTE_SCHEDULER}
+""", size=NOTE_SIZE)
+    ckpt, student_model = sd15_student(wf)
+    prompts = prompt_list_node(wf, ckpt.CLIP, PROMPT_LIST)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 2, width=512, height=512, batch_size=prompts.count)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model,
+                     positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0,
+                     steps=5, cfg=1.0, schedule="lcm", denoise=1.0)
+    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, "", "tau", tau, k, "none", steps)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=prompts.conditioning,
+                     negative=neg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
+                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
+                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    outputs(wf, teacher, gate, name)
+    return wf
+
+
+def wf_two_students(schemas):
+    name = "sd15_two_students_routed"
+    wf = Workflow(schemas, name)
+    wf.rows = [["Student", "Teacher"], ["note", "Oracle"]]  # the router is tall: two short rows
+    tau, k, steps = 0.0, 50, 10
+    wf.note(f"""# Two students, each serving its share of the prompts
+
+**Route Prompts to Students** sends each prompt of the list to one student (multi-student
+distillation: each student owns part of the prompts), by **prompt embedding**: the student whose
+prototype prompts are nearest in the checkpoint's own CLIP space. Student 1 is SD1.5 + LCM-LoRA
+(photographs), student 2 is the guidance-embedded **LCM-Dreamshaper-v7** (paintings, illustrations).
+Each student samples its sub-batch in one call; the samples come back in batch order, each recording
+its student. The **gate** looks tau up per sample from its student's calibration (`calibration` for
+student 1, `calibration_2` for student 2) and reports acceptance and average steps student by
+student; the **teacher** (SD1.5) refines the samples under tau: rollback 0.5, {steps} DPM++ 2M steps.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "lcm_dreamshaper", "image_reward")}
+
+## Knobs that matter
+- `route`: embedding (prototypes), keywords (regular expressions per student), centroids (a file made by
+  `tools/split_prompts.py`, for students fine-tuned on K-means groups), best_of (every student samples
+  every prompt, the oracle keeps the best: costs both students' steps).
+- Gate: starts in tau mode (tau = {tau}). Students score differently, so calibrate each: the Calibrate
+  node takes both students (`student_2`) and writes one file per student from the same prompts; then
+  set `threshold_mode` percentile, `calibration` and `calibration_2`.
+- {SD15_NOTE_SCHEDULER}
+""", size=(700, 400))
+    ckpt, lora_student = sd15_student(wf)
+    guided = wf.add("StudentTeacherLoadGuidedStudent", "Student", 0, unet_name=MODELS["lcm_dreamshaper"][0],
+                    w=8.0, w_convention="diffusers")
+    prompts = prompt_list_node(wf, ckpt.CLIP, PROMPT_LIST)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 0, width=512, height=512, batch_size=prompts.count)
+    router = wf.add("StudentTeacherRouteStudents", "Student", 2, student_1=lora_student, student_2=guided.model,
+                    positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, clip=ckpt.CLIP,
+                    seed=0, steps=4, cfg=1.0, schedule="lcm", denoise=1.0, route="embedding", default_student=1,
+                    rules="1: a photograph of a person\n1: wildlife photography\n1: food photography\n"
+                          "2: a watercolor painting\n2: digital art of a fantasy city\n2: an illustration")
+    _, gate = oracle_nodes(wf, router.latent, ckpt.VAE, "", "tau", tau, k, "none", steps, calibration_2="none")
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=prompts.conditioning,
+                     negative=neg.CONDITIONING, latent=router.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
+                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
+                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    wf.add("SaveImage", "Teacher", 1, images=teacher.images, filename_prefix=f"StudentTeacher/{name}")
+    wf.add("PreviewAny", "Teacher", 1, title="Teacher report", source=teacher.report)
+    wf.add("PreviewAny", "Oracle", 0, title="Gate report (scores)", source=gate.report)
+    wf.add("PreviewAny", "Student", 1, title="Which student served which prompt", source=router.report)
+    return wf
+
+
 BUILDERS = {
     "sd15_lcm_lora_refine": lambda s: wf_sd15_t2i(s, "refine"),
     "sd15_lcm_lora_regenerate": lambda s: wf_sd15_t2i(s, "regenerate"),
@@ -772,6 +881,8 @@ BUILDERS = {
     "calibrate_student": wf_calibrate,
     "sd15_adaptive_all_in_one": wf_adaptive,
     "sd15_lcm_dreamshaper_w_sweep": wf_lcm_dreamshaper_w_sweep,
+    "sd15_prompt_list_batch": wf_prompt_list,
+    "sd15_two_students_routed": wf_two_students,
 }
 
 

@@ -139,6 +139,20 @@ def attach_to(file):
     return with_inputs(g, "student", model=["attach", 0])
 
 
+def prompt_list(batch=2, **route):
+    g = base(batch=batch)
+    g["pos"] = {"class_type": P + "EncodePrompts",
+                "inputs": {"clip": ["ckpt", 1], "prompts": "a red cube\na blue ball", "prompts_file": "none",
+                           "max_prompts": 0}}
+    if route:
+        g["student"] = {"class_type": P + "RouteStudents",
+                        "inputs": {"student_1": ["ckpt", 0], "student_2": ["ckpt", 0], "positive": ["pos", 0],
+                                   "negative": ["neg", 0], "latent_image": ["empty", 0], "seed": 1, "steps": 2,
+                                   "cfg": 1.0, "schedule": "lcm", "denoise": 1.0, "route": "keywords",
+                                   "default_student": 1, **route}}
+    return with_inputs(g, "gate", prompt="")
+
+
 def xl_text(graph, node, name):
     graph["xlpos"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["xl", 1], "text": "a red cube"}}
     return with_inputs(graph, node, **{name: ["xlpos", 0]})
@@ -201,6 +215,13 @@ CASES = [
     ("w for a student without a w embedding", lambda: with_inputs(base(), "student", w="5"), "w", True),
     ("w embedding from a file without one", lambda: attach_to(SD15), "file", True),
     ("guided student default w NaN", lambda: with_inputs(guided_student(""), "guided", w=NAN), "w", True),
+    ("gate without any prompt", lambda: with_inputs(base(), "gate", prompt=""), "prompt", True),
+    ("prompt list of 2 for 3 samples", lambda: prompt_list(batch=3), "positive", True),
+    ("route embedding without clip", lambda: prompt_list(route="embedding", rules="1: a cube"), "clip", True),
+    ("route rules without a student number", lambda: prompt_list(rules="cube"), "rules", True),
+    ("default student not connected", lambda: prompt_list(default_student=3), "default_student", True),
+    ("route centroids without a file", lambda: prompt_list(route="centroids", clip=["ckpt", 1]), "centroids", True),
+    ("best_of without the oracle", lambda: prompt_list(route="best_of"), "oracle", True),
 ]
 
 

@@ -1,0 +1,186 @@
+"""Several students, each serving its share of the prompts (multi-student distillation, MSD), or all of
+them on every prompt and the oracle keeps the best. Each routed sub-batch is sampled by its student in
+one call and merged back in batch order; which student made each sample travels in its record."""
+import dataclasses
+
+import torch
+
+import folder_paths
+
+from ..schedulers.batching import batch_indices, put_rows, take_rows
+from ..schedulers.errors import InputError
+from ..schedulers.record import Stage, records_of, with_records
+from ..schedulers.routing import (ROUTE_MODES, best_of, keyword_student, nearest_centroid, nearest_student,
+                                  read_centroids, student_lines)
+from .comfy_glue import check_interrupt, subset_conditioning
+from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
+from .prompts import prompt_embeddings, prompts_of
+from .student import ConsistencySampler, student_sample
+
+CENTROIDS_FOLDER = "student_teacher_routing"
+NO_FILE = "none"
+SLOTS = 4
+
+
+def student_label(s: int) -> str:
+    return f"student {s + 1}"
+
+
+def route(mode, prompts, students, clip=None, rules="", default_student=1, centroids=NO_FILE):
+    """The student (0-based) of each prompt, for the modes that decide before sampling."""
+    if None in prompts:
+        raise InputError("positive", "the prompts' texts are not in the conditioning, so they cannot be routed",
+                         "encode the prompts with Encode Prompt List")
+    if not 1 <= default_student <= students:
+        raise InputError("default_student", f"student {default_student} is not connected",
+                         f"choose 1..{students}")
+    if mode == "keywords":
+        return keyword_student(prompts, student_lines(rules, students, "rules"), default_student - 1)
+    if clip is None:
+        raise InputError("clip", f"route {mode} compares text embeddings", "connect the students' CLIP")
+    if mode == "embedding":
+        protos = student_lines(rules, students, "rules")
+        return nearest_student(prompt_embeddings(clip, prompts),
+                               [prompt_embeddings(clip, protos[s]) if protos[s] else None for s in range(students)])
+    if mode == "centroids":
+        path = full_path(CENTROIDS_FOLDER, centroids if centroids != NO_FILE else "", "centroids",
+                         "a centroid file made by tools/split_prompts.py")
+        table, _ = read_centroids(path)
+        if table.shape[0] != students:
+            raise InputError("centroids", f"{centroids} has {table.shape[0]} groups for {students} students",
+                             "connect one student per group, in the file's order")
+        return nearest_centroid(prompt_embeddings(clip, prompts), table)
+    raise InputError("route", f"unknown route {mode!r}", f"choose one of {ROUTE_MODES}")
+
+
+def sample_students(models, assignment, positive, negative, latent, settings):
+    """Each student samples its rows of the batch in one call; the rows come back in batch order."""
+    n, index = int(latent["samples"].shape[0]), batch_indices(latent)
+    samples, records = None, [None] * n
+    for s, model in enumerate(models):
+        rows = [i for i, a in enumerate(assignment) if a == s]
+        if not rows:
+            continue
+        sub = {"samples": take_rows(latent["samples"], rows, n), "batch_index": [index[i] for i in rows]}
+        if latent.get("noise_mask") is not None:
+            sub["noise_mask"] = take_rows(latent["noise_mask"], rows, n)
+        out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
+                             sub, **settings)
+        if samples is None:
+            samples = out["samples"].new_zeros((n,) + out["samples"].shape[1:])
+        samples = put_rows(samples, rows, out["samples"])
+        for i, r in zip(rows, records_of(out)):
+            records[i] = dataclasses.replace(r, student=student_label(s))
+        check_interrupt()
+    return with_records({**latent, "samples": samples}, records)
+
+
+def best_of_students(models, positive, negative, latent, settings, vae, oracle):
+    """Every student samples every prompt; the oracle keeps each prompt's best sample. Its record
+    pays for all of them: a best_of stage with the other students' steps and their scores."""
+    outs = [sample_students([m], [0] * int(latent["samples"].shape[0]), positive, negative, latent, settings)
+            for m in models]
+    records = [records_of(o) for o in outs]
+    texts = [r.prompt for r in records[0]]
+    if None in texts:
+        raise InputError("positive", "best_of scores each sample against its prompt, and the conditioning does not "
+                         "carry the texts", "encode the prompts with Encode Prompt List")
+    scores = torch.stack([oracle.score(vae.decode(o["samples"]), texts) for o in outs])
+    choice = best_of(scores)
+    samples, merged = outs[0]["samples"].clone(), []
+    for i, s in enumerate(choice):
+        samples[i] = outs[s]["samples"][i]
+        others = sum(records[t][i].cost for t in range(len(models)) if t != s)
+        stage = Stage("best_of", steps=others, score=float(scores[s, i]),
+                      settings={student_label(t): round(float(scores[t, i]), 4) for t in range(len(models))})
+        merged.append(dataclasses.replace(records[s][i], student=student_label(s)).then(stage))
+    return with_records({**latent, "samples": samples}, merged)
+
+
+class RouteStudents:
+    DESCRIPTION = ("Routes each prompt of a prompt list to one of 2-4 students (Song et al., multi-student "
+                   "distillation): by its text embedding's nearest prototype prompts, by keywords, or by the "
+                   "centroid file of the prompt groups the students were trained on; or runs every student and "
+                   "keeps the oracle's favourite (best_of, costs every student's steps). Each student samples its "
+                   "sub-batch in one call; the samples come back in batch order, each recording its student.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("LATENT", "STRING")
+    RETURN_NAMES = ("latent", "report")
+    OUTPUT_TOOLTIPS = ("Every prompt's sample, from its student; connect to the Oracle Gate.",
+                       "Which student served which prompt.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sampler = ConsistencySampler.INPUT_TYPES()
+        students = {f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i}: a consistency student "
+                                               "(LCM, LCM-LoRA, guidance-embedded, SDXL-Turbo)."}) for i in (1, 2)}
+        return {"required": {
+            **students,
+            "positive": ("CONDITIONING", {"tooltip": "The prompt list, from Encode Prompt List (its texts are routed)."}),
+            **{k: sampler["required"][k] for k in ("negative", "latent_image", "seed", "steps", "cfg", "schedule",
+                                                   "denoise")},
+            "route": (list(ROUTE_MODES), {"default": "embedding",
+                                          "tooltip": "embedding: the student with the nearest prototype prompt (the "
+                                                     "CLIP's own embedding). keywords: the first student whose "
+                                                     "regular expression matches, else default_student. centroids: "
+                                                     "the nearest group of a centroid file. best_of: every student "
+                                                     "samples, the oracle keeps the best."}),
+            "default_student": ("INT", {"default": 1, "min": 1, "max": SLOTS,
+                                        "tooltip": "keywords: the student of prompts no pattern matches."}),
+        }, "optional": {
+            **{f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i} (optional)."}) for i in (3, 4)},
+            "clip": ("CLIP", {"tooltip": "embedding / centroids: the text encoder whose embeddings are compared."}),
+            "rules": ("STRING", {"multiline": True, "default": "",
+                                 "tooltip": "One entry a line as '<student>: <text>'. route embedding: prompts each "
+                                            "student is good at ('1: a portrait photo'); route keywords: regular "
+                                            "expressions, case-insensitive ('2: anime|cartoon')."}),
+            "centroids": ([NO_FILE] + folder_paths.get_filename_list(CENTROIDS_FOLDER),
+                          {"tooltip": "centroids: a file of models/student_teacher_routing/ made by "
+                                      "tools/split_prompts.py."}),
+            "vae": ("VAE", {"tooltip": "best_of: decodes every student's samples for the oracle."}),
+            "oracle": (ORACLE_TYPE, {"tooltip": "best_of: scores every student's samples."}),
+            "w": sampler["optional"]["w"],
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, centroids=NO_FILE, **_):
+        return file_signature(CENTROIDS_FOLDER, centroids) if centroids != NO_FILE else ""
+
+    def connected(self, inputs):
+        return [f"student_{i}" for i in range(1, SLOTS + 1) if f"student_{i}" in inputs]
+
+    def check_lazy_status(self, route, positive, latent_image, **inputs):
+        """Only the students that get prompts are loaded (a student left without prompts never is)."""
+        slots = self.connected(inputs)
+        needed = slots
+        if route != "best_of":
+            try:
+                texts = prompts_of(positive, int(latent_image["samples"].shape[0]))
+                self._assignment = route_from(route, texts, slots, inputs)
+                needed = [slots[s] for s in sorted(set(self._assignment))]
+            except InputError:  # run() says what is wrong, after the node's other input checks
+                pass
+        return [name for name in needed if inputs.get(name) is None]
+
+    def run(self, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, route, default_student,
+            **inputs):
+        slots = self.connected(inputs)
+        models = [inputs[name] for name in slots]
+        settings = dict(seed=seed, steps=steps, cfg=cfg, schedule=schedule, denoise=denoise, w=inputs.get("w", ""))
+        if route == "best_of":
+            if inputs.get("vae") is None or inputs.get("oracle") is None:
+                raise InputError("oracle", "best_of needs the oracle and the VAE", "connect vae and oracle")
+            out = best_of_students(models, positive, negative, latent_image, settings, inputs["vae"], inputs["oracle"])
+        else:
+            texts = prompts_of(positive, int(latent_image["samples"].shape[0]))
+            assignment = getattr(self, "_assignment", None) or route_from(
+                route, texts, slots, dict(inputs, default_student=default_student))
+            out = sample_students(models, assignment, positive, negative, latent_image, settings)
+        lines = [f"#{r.batch_index} -> {r.student}: {r.prompt}" for r in records_of(out)]
+        return {"ui": {"text": ["\n".join(lines)]}, "result": (out, "\n".join(lines))}
+
+
+def route_from(mode, texts, slots, inputs):
+    return route(mode, texts, len(slots), inputs.get("clip"), inputs.get("rules", ""),
+                 inputs.get("default_student", 1), inputs.get("centroids", NO_FILE))

@@ -1,0 +1,101 @@
+"""Routing prompts to students (host-free): embeddings, keywords, centroid files, K-means splits,
+best-of, per-student thresholds and per-student cost accounting."""
+import pytest
+import torch
+
+from schedulers.errors import InputError
+from schedulers.gating import Threshold, decide
+from schedulers.record import SampleRecord, Stage, per_student_lines
+from schedulers.routing import (balanced_assign, best_of, keyword_student, kmeans, nearest_centroid, nearest_student,
+                                read_centroids, student_lines, write_centroids)
+
+E = torch.eye(4)
+
+
+def test_student_lines():
+    assert student_lines("1: a cat\n\n2: a dog\n1:  a kitten ", 2, "rules") == {0: ["a cat", "a kitten"],
+                                                                              1: ["a dog"]}
+    for bad in ("a cat", "3: a cat", "x: a cat"):
+        with pytest.raises(InputError, match="rules: line"):
+            student_lines(bad, 2, "rules")
+
+
+def test_nearest_prototype_wins():
+    prompts = torch.stack([E[0] + 0.1 * E[1], E[2], E[3]])
+    protos = [torch.stack([E[0], E[3]]), torch.stack([E[2]]), None]
+    assert nearest_student(prompts, protos) == [0, 1, 0]   # student 3 has no prototypes: never chosen
+    assert nearest_student(E[[1]], [E[[0]], E[[2]]]) == [0]  # a tie goes to the lower student
+    with pytest.raises(InputError, match="no student has a prototype"):
+        nearest_student(prompts, [None, torch.zeros(0, 4)])
+
+
+def test_keywords_first_match_in_student_order_else_default():
+    rules = {0: [r"\bcat"], 1: ["dog|wolf", "CAT"]}
+    assert keyword_student(["A cat", "a wolf", "a bird", "catalogue"], rules, default=1) == [0, 1, 1, 0]
+    with pytest.raises(InputError, match="keywords: student 2"):
+        keyword_student(["x"], {0: [], 1: ["("]}, 0)
+
+
+def test_centroid_file_round_trip_and_routing(tmp_path):
+    centroids = torch.stack([E[0], E[1]])
+    path = tmp_path / "groups.json"
+    write_centroids(str(path), centroids, [3, 2], "test")
+    table, meta = read_centroids(str(path))
+    assert torch.allclose(table, centroids) and meta["sizes"] == [3, 2]
+    assert nearest_centroid(torch.stack([E[1] + 0.2 * E[0], E[0]]), table) == [1, 0]
+    with pytest.raises(FileExistsError):
+        write_centroids(str(path), centroids, [3, 2], "test")
+    with pytest.raises(InputError, match="centroids: the centroids are 4-wide, the prompt embeddings 3-wide"):
+        nearest_centroid(torch.zeros(1, 3), table)
+    (tmp_path / "bad.json").write_text('{"centroids": [[1, 2]]}')
+    with pytest.raises(InputError, match="centroids: bad.json is not a centroid file"):
+        read_centroids(str(tmp_path / "bad.json"))
+
+
+def blobs(sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.cat([E[c] * 5 + 0.3 * torch.randn(n, 4, generator=g) for c, n in enumerate(sizes)])
+
+
+def test_kmeans_finds_the_groups_and_is_reproducible():
+    x = blobs([6, 6, 6])
+    labels, centroids = kmeans(x, 3, seed=1)
+    groups = [set(labels[i * 6:(i + 1) * 6].tolist()) for i in range(3)]
+    assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
+    again, _ = kmeans(x, 3, seed=1)
+    assert torch.equal(labels, again) and centroids.shape == (3, 4)
+    with pytest.raises(InputError, match="k: 5 groups of 4 prompts"):
+        kmeans(x[:4], 5)
+
+
+def test_balanced_kmeans_gives_equal_groups():
+    x = blobs([8, 2, 1])           # unbalanced data, 11 points
+    labels, _ = kmeans(x, 3, seed=0, balanced=True)
+    assert sorted(torch.bincount(labels, minlength=3).tolist()) == [3, 4, 4]
+    free, _ = kmeans(x, 3, seed=0)
+    assert sorted(torch.bincount(free, minlength=3).tolist()) == [1, 2, 8]
+
+
+def test_balanced_assign_respects_capacity_and_preference():
+    dist = torch.tensor([[0.0, 1.0], [0.0, 0.2], [0.0, 0.9]])
+    assert balanced_assign(dist, capacity=2).tolist() == [0, 1, 0]  # the point that loses least moves
+    with pytest.raises(ValueError):
+        balanced_assign(dist, capacity=1)
+
+
+def test_best_of_picks_each_prompts_best_student():
+    assert best_of(torch.tensor([[0.1, 0.9, 0.5], [0.3, 0.2, 0.5]])) == [1, 0, 0]
+
+
+def test_each_sample_gets_its_students_threshold_and_cost():
+    records = [SampleRecord(b, student=f"student {1 + b % 2}", stages=(Stage("student", steps=4 if b % 2 else 2),))
+               for b in range(4)]
+    t1, t2 = Threshold(0.5, 50, "tau 1"), Threshold(-0.5, 50, "tau 2")
+    d = decide(torch.tensor([0.0, 0.0, 1.0, -1.0]), [t1, t2, t1, t2], records)
+    assert d.accepted.tolist() == [False, True, True, False]
+    lines = d.lines()
+    assert lines[:2] == ["student 1: tau 1", "student 2: tau 2"] and "#0 (student 1): score +0.0000 -> to teacher" in lines
+    teacher = Stage("teacher", steps=10)
+    done = [r.then(teacher) if not ok else r for r, ok in zip(d.records, d.accepted.tolist())]
+    assert per_student_lines(done) == ["student 1: 2 samples, kept 1/2, average steps 7",
+                                       "student 2: 2 samples, kept 1/2, average steps 9"]
