@@ -5,7 +5,8 @@ import comfy.samplers
 
 from ..schedulers.batching import batch_indices, put_rows, take_rows
 from ..schedulers.errors import InputError, require_fraction
-from ..schedulers.record import Stage, bare_records, cost_line, records_of, with_records
+from ..schedulers.record import (Stage, bare_records, cost_line, per_student_lines, records_of, student_labels,
+                                 with_records)
 from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigmas
 from .comfy_glue import (check_interrupt, check_model_fits, initial_noise, ksampler_schedule, per_sample_sampler,
                          rollback_noise, sample_with_sigmas, subset_conditioning)
@@ -85,6 +86,8 @@ def report(latent, decision, todo, strategy, steps):
              + (f": #{', #'.join(str(records[i].batch_index) for i in todo)}" if todo else "")]
     if records and records[0].last("student"):
         lines.append(cost_line(records))
+    if records and len(student_labels(records)) > 1:
+        lines += per_student_lines(records)
     if decision is not None:
         lines.append(f"acceptance rate: {100 * decision.acceptance_rate:.0f}%")
         if decision.budget_teacher_steps not in (None, steps):

@@ -195,6 +195,15 @@ def test_each_student_is_gated_with_its_own_calibration(host):
     report = run_prompt(host, g).output("gate", 2)
     assert "student 1: tau = -100.0000" in report and "student 2: tau = 100.0000" in report
     assert "student 2: 1 samples, kept 0/1, average steps 2" in report
+    g["teacher"] = {"class_type": P + "Improve",
+                    "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
+                               "latent": ["route", 0], "gate": ["gate", 1], "strategy": "refine",
+                               "rollback_mode": "strength", "rollback": 0.5, "steps": 3, "sampler_name": "euler",
+                               "scheduler": "normal", "cfg": 1.0, "seed": 0, "vae": ["ckpt", 2]}}
+    g["out"] = {"class_type": "PreviewAny", "inputs": {"source": ["teacher", 2]}}
+    report = run_prompt(host, g).output("teacher", 2)  # steps actually spent, student by student
+    assert "student 1: 3 samples, kept 3/3, average steps 2" in report
+    assert "student 2: 1 samples, kept 0/1, average steps 5" in report
 
 
 def test_controlnet_hints_follow_their_samples_through_routing_and_gating(host):
