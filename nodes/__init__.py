@@ -6,6 +6,7 @@ from .gate import OracleGate
 from .guidance import AttachGuidanceEmbedding, LoadGuidedStudent
 from .oracle_nodes import LoadImageRewardOracle, ScoreImages
 from .prompts import EncodePrompts
+from .retry import StudentRetry
 from .rollback import RollbackNoise
 from .routing import RouteStudents
 from .student import ConsistencySampler
@@ -21,6 +22,7 @@ _NODES = {
     LoadImageRewardOracle: "Load ImageReward Oracle",
     OracleGate: "Oracle Gate (student/teacher)",
     Improve: "Teacher Improve (refine / regenerate)",
+    StudentRetry: "Student Retry (before the teacher)",
     RollbackNoise: "Rollback Noise (student -> teacher)",
     AdaptiveSampler: "Adaptive Student-Teacher Sampler",
     ScoreImages: "Score Images (ImageReward)",

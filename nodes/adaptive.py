@@ -3,7 +3,8 @@ It calls the same functions, and borrows the same input specs, as the separate n
 from .common import CATEGORY, ORACLE_TYPE, SEED
 from .gate import OracleGate, calibration_signature, gate
 from .student import ConsistencySampler, student_sample
-from .teacher import Improve, improve, merged_images, report
+from .improvers import images_of, report
+from .teacher import Improve, improve
 
 
 def borrowed(node, renames):
@@ -51,8 +52,9 @@ class AdaptiveSampler:
                                 schedule)
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                         student_steps, teacher_steps)
-        out, todo, rows = improve(teacher, positive, negative, latent, strategy, rollback_mode, rollback,
-                                  teacher_steps, sampler_name, scheduler, teacher_cfg, seed, decision,
-                                  latent_image, 1.0)
-        text = "\n".join(decision.lines()) + "\n" + report(out, decision, todo, strategy, teacher_steps)
-        return {"ui": {"text": [text]}, "result": (merged_images(vae, out, decision, todo, rows), out, text)}
+        out, todo = improve(teacher, positive, negative, latent, strategy, rollback_mode, rollback, teacher_steps,
+                            sampler_name, scheduler, teacher_cfg, seed, vae, decision, latent_image, 1.0)
+        text = "\n".join(decision.lines()) + "\n" + report(out, decision, todo,
+                                                            f"teacher ({strategy}, {teacher_steps} steps)",
+                                                            teacher_steps)
+        return {"ui": {"text": [text]}, "result": (images_of(out), out, text)}

@@ -133,6 +133,11 @@ def initial_noise(latent_samples, seed, batch_index):
     return comfy.sample.prepare_noise(latent_samples, seed, list(batch_index))
 
 
+def retry_noise(seed, batch_index, sample_shape, round_):
+    """A student retry's starting noise: fresh for each retry round, per sample."""
+    return PerSampleNoise(seed, batch_index, sample_shape, Stream.RETRY_INITIAL, round_=round_).draw(0)
+
+
 def rollback_noise(seed, batch_index, sample_shape):
     """Algorithm 1's fresh Z for refine: a stream of its own, independent of the initial noise."""
     return PerSampleNoise(seed, batch_index, sample_shape, Stream.ROLLBACK).draw(0)
@@ -149,12 +154,12 @@ def noised_latent(model, x0, noise, sigma):
     return model.get_model_object("process_latent_out")(noised)
 
 
-def consistency_sampler(seed, batch_index, sample_shape):
-    """A SAMPLER running multistep consistency sampling with per-sample re-noising."""
+def consistency_sampler(seed, batch_index, sample_shape, round_=0):
+    """A SAMPLER running multistep consistency sampling with per-sample re-noising (round_: a retry's)."""
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = extra_args or {}
         s_in = x.new_ones([x.shape[0]])
-        renoise = PerSampleNoise(seed, batch_index, sample_shape, Stream.STUDENT_RENOISE, x.dtype, x.device)
+        renoise = PerSampleNoise(seed, batch_index, sample_shape, Stream.STUDENT_RENOISE, x.dtype, x.device, round_)
 
         def report(i, x0, xi):
             if callback is not None:

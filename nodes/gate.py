@@ -1,13 +1,17 @@
 """Oracle gate: score each student sample and decide which ones the teacher improves."""
+import dataclasses
 import logging
+
+import torch
 
 import folder_paths
 
 from ..oracle.calibration import CalibrationError, read_calibration
 from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
-from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, resolve_threshold
-from ..schedulers.record import bare_records, records_of, stage_steps, student_labels
+from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, keep_better, resolve_threshold
+from ..schedulers.record import (EARLIER_KEY, IMAGES_KEY, bare_records, records_of, rows_of, stage_steps,
+                                 student_labels, with_records)
 from .comfy_glue import check_interrupt, check_vae_fits
 from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
 from .preview import save_previews
@@ -73,9 +77,10 @@ def student_number(label):
 
 
 def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
-         budget=10.0, student_steps=0, teacher_steps=12, student_calibrations=()) -> GateDecision:
-    """Decode the student's samples once, score them, and threshold the scores: each sample with the
-    threshold of its own student (calibration for student 1, student_calibrations for students 2..)."""
+         budget=10.0, student_steps=0, teacher_steps=12, student_calibrations=(), keep_better=False) -> GateDecision:
+    """Decode the samples that are new since the last gate once, score them, and threshold the scores:
+    each sample with the threshold of its own student (calibration for student 1, student_calibrations
+    for students 2..). The decision carries the gated LATENT for the next stage."""
     records = records_of(latent)
     notes = [] if records else [NO_RECORDS]
     records = records or bare_records(batch_indices(latent))
@@ -100,28 +105,64 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
                                               student_steps=steps or 1, teacher_steps=teacher_steps)
         notes += calibration_mismatch(meta, mine)
     texts = sample_prompts(prompt, records)
-    check_vae_fits(vae, latent["samples"])
-    images = vae.decode(latent["samples"])
-    check_interrupt()
-    scores = oracle.score(images, texts)
+    samples, images, scores, new_scores = score_changed(latent, records, vae, oracle, texts, keep_better)
     for note in notes:
         log.warning(note)
-    return decide(scores, [thresholds[r.student] for r in records], records, images=images,
-                  budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes)
+    gated = {**latent, "samples": samples}
+    decision = decide(scores, [thresholds[r.student] for r in records], records, images=images,
+                      budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes,
+                      new_scores=new_scores)
+    return dataclasses.replace(decision, latent=with_records(gated, decision.records, images=list(images)))
+
+
+def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
+    """Decode and score only the samples that changed since a gate scored them (a gate after an
+    improver); the others keep their score and decoded image. keep_better_on: a sample an improver made
+    score lower goes back to its earlier version. -> (samples, images, scores, new scores of the
+    samples sent back, else None)."""
+    samples = latent["samples"]
+    images = list(rows_of(latent, IMAGES_KEY))   # decoded by the gate or improver before
+    missing = [i for i in range(len(records)) if images[i] is None]
+    check_vae_fits(vae, samples)
+    if missing:
+        for i, image in zip(missing, vae.decode(samples[missing])):
+            images[i] = image
+    check_interrupt()
+    fresh = [i for i, r in enumerate(records) if not r.scored or r.score is None]
+    new = oracle.score(torch.stack([images[i] for i in fresh]), [texts[i] for i in fresh]).tolist() if fresh else []
+    scores = [records[i].score for i in range(len(records))]
+    for i, score in zip(fresh, new):
+        scores[i] = score
+    new_scores = [None] * len(records)
+    if keep_better_on:
+        earlier = rows_of(latent, EARLIER_KEY)
+        before = [records[i].score if earlier[i] is not None else None for i in fresh]
+        back = [i for i, revert in zip(fresh, keep_better(new, before)) if revert]
+        samples = samples.clone()
+        for i in back:
+            samples[i], images[i] = earlier[i]
+            if images[i] is None:  # the improver had no decoded image of it
+                images[i] = vae.decode(samples[i:i + 1])[0]
+            new_scores[i], scores[i] = scores[i], records[i].score
+    return samples, torch.stack(images), torch.tensor(scores, dtype=torch.float32), new_scores
 
 
 class OracleGate:
-    DESCRIPTION = ("Decodes the student's samples, scores each against the prompt with the oracle "
+    DESCRIPTION = ("Decodes the student's samples, scores each against its prompt with the oracle "
                    "(ImageReward), and keeps the samples scoring at least tau; the others go to the teacher. "
                    "tau is given directly, or is the k-th percentile of a calibration file, or is the percentile "
-                   "an average-steps budget affords (S + k/100 * R). Shows every sample with its score.")
+                   "an average-steps budget affords (S + k/100 * R). Shows every sample with its score. Chained "
+                   "after an improver, it decodes and scores only the samples that stage changed, and can keep "
+                   "the better version of each.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
-    RETURN_TYPES = ("IMAGE", GATE_TYPE, "STRING")
-    RETURN_NAMES = ("images", "gate", "report")
-    OUTPUT_TOOLTIPS = ("The student's decoded images (the teacher node reuses them for kept samples).",
+    RETURN_TYPES = ("IMAGE", GATE_TYPE, "STRING", "LATENT")
+    RETURN_NAMES = ("images", "gate", "report", "latent")
+    OUTPUT_TOOLTIPS = ("The samples' decoded images (the teacher node reuses them for kept samples).",
                        "Scores, tau and the kept/rejected decision for each sample; connect to Teacher Improve.",
-                       "One line per sample: score and decision.")
+                       "One line per sample: score and decision.",
+                       "The gated samples (with keep_better, the better of each sample's versions), each knowing "
+                       "its score: a gate after the next improver scores only what that improver changed.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -158,20 +199,24 @@ class OracleGate:
                                       "tooltip": "R, the teacher's steps (threshold_mode budget); match the "
                                                  "Teacher Improve node."}),
         }, "optional": {
-            f"calibration_{i}": (calibration_choices(), {"tooltip": f"Routed students: student {i}'s own calibration "
+            "keep_better": ("BOOLEAN", {"default": False,
+                                        "tooltip": "After an improver (teacher, retry): keep, per sample, whichever "
+                                                   "of its version before and after scores higher, so no stage can "
+                                                   "lower a score. Use this gate's latent output downstream."}),
+            **{f"calibration_{i}": (calibration_choices(), {"tooltip": f"Routed students: student {i}'s own calibration "
                                                                     "(students score differently, one tau for all "
                                                                     "would be wrong); percentile and budget modes."})
-            for i in range(2, 5)
+               for i in range(2, 5)},
         }}
 
     IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget, student_steps,
-            teacher_steps, **student_calibrations):
+            teacher_steps, keep_better=False, **student_calibrations):
         per_student = [student_calibrations.get(f"calibration_{i}", NO_CALIBRATION) for i in range(2, 5)]
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
-                        student_steps, teacher_steps, per_student)
+                        student_steps, teacher_steps, per_student, keep_better)
         captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}" + (f" w {r.w:g}" if r.w is not None else "")
                     for s, ok, r in zip(decision.scores.tolist(), decision.accepted.tolist(), decision.records)]
         ui = {"images": save_previews(decision.images, captions, decision.accepted.tolist())}
-        return {"ui": ui, "result": (decision.images, decision, "\n".join(decision.lines()))}
+        return {"ui": ui, "result": (decision.images, decision, "\n".join(decision.lines()), decision.latent)}

@@ -102,7 +102,8 @@ class RouteStudents:
                    "distillation): by its text embedding's nearest prototype prompts, by keywords, or by the "
                    "centroid file of the prompt groups the students were trained on; or runs every student and "
                    "keeps the oracle's favourite (best_of, costs every student's steps). Each student samples its "
-                   "sub-batch in one call; the samples come back in batch order, each recording its student.")
+                   "sub-batch in one call (text-to-image); the samples come back in batch order, each recording "
+                   "its student.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("LATENT", "STRING")
@@ -118,8 +119,7 @@ class RouteStudents:
         return {"required": {
             **students,
             "positive": ("CONDITIONING", {"tooltip": "The prompt list, from Encode Prompt List (its texts are routed)."}),
-            **{k: sampler["required"][k] for k in ("negative", "latent_image", "seed", "steps", "cfg", "schedule",
-                                                   "denoise")},
+            **{k: sampler["required"][k] for k in ("negative", "latent_image", "seed", "steps", "cfg", "schedule")},
             "route": (list(ROUTE_MODES), {"default": "embedding",
                                           "tooltip": "embedding: the student with the nearest prototype prompt (the "
                                                      "CLIP's own embedding). keywords: the first student whose "
@@ -140,7 +140,6 @@ class RouteStudents:
                                       "tools/split_prompts.py."}),
             "vae": ("VAE", {"tooltip": "best_of: decodes every student's samples for the oracle."}),
             "oracle": (ORACLE_TYPE, {"tooltip": "best_of: scores every student's samples."}),
-            "w": sampler["optional"]["w"],
         }}
 
     @classmethod
@@ -163,11 +162,12 @@ class RouteStudents:
                 pass
         return [name for name in needed if inputs.get(name) is None]
 
-    def run(self, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, route, default_student,
+    def run(self, positive, negative, latent_image, seed, steps, cfg, schedule, route, default_student,
             **inputs):
         slots = self.connected(inputs)
         models = [inputs[name] for name in slots]
-        settings = dict(seed=seed, steps=steps, cfg=cfg, schedule=schedule, denoise=denoise, w=inputs.get("w", ""))
+        # text-to-image (denoise 1); a guided student embeds its loader's w
+        settings = dict(seed=seed, steps=steps, cfg=cfg, schedule=schedule)
         if route == "best_of":
             if inputs.get("vae") is None or inputs.get("oracle") is None:
                 raise InputError("oracle", "best_of needs the oracle and the VAE", "connect vae and oracle")

@@ -7,7 +7,8 @@ from ..schedulers.errors import InputError
 from ..schedulers.guidance import parse_w, w_per_sample
 from ..schedulers.record import SampleRecord, Stage, with_records
 from .comfy_glue import (check_model_fits, consistency_sampler, discrete_model_sampling, initial_noise,
-                         latent_format_name, sample_with_sigmas, sigmas_at_timesteps, with_consistency_sampling)
+                         latent_format_name, retry_noise, sample_with_sigmas, sigmas_at_timesteps,
+                         with_consistency_sampling)
 from .common import CATEGORY, SEED
 from .guidance import guidance_of, with_w
 from .prompts import prompts_of
@@ -28,8 +29,10 @@ def student_ws(model, w_text, index):
     return with_w(model, per_sample), per_sample
 
 
-def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w=""):
-    """Sample a LATENT with a consistency student; returns a new LATENT whose records say how."""
+def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w="",
+                   retry=0):
+    """Sample a LATENT with a consistency student; returns a new LATENT whose records say how.
+    retry > 0: draw that retry round's fresh noise instead of ComfyUI's seed noise."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
     check_model_fits(model, "model", latent["samples"], "latent_image",
@@ -44,9 +47,9 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
         discrete_model_sampling(model, schedule)
         timesteps = trailing_timesteps(steps, strength=denoise)
     sigmas = sigmas_at_timesteps(model, timesteps)
-    sampler = consistency_sampler(seed, index, tuple(x.shape[1:]))
-    samples = sample_with_sigmas(model, initial_noise(x, seed, index), cfg, sampler, sigmas,
-                                 positive, negative, x, latent.get("noise_mask"))
+    sampler = consistency_sampler(seed, index, tuple(x.shape[1:]), retry)
+    noise = retry_noise(seed, index, x.shape[1:], retry) if retry else initial_noise(x, seed, index)
+    samples = sample_with_sigmas(model, noise, cfg, sampler, sigmas, positive, negative, x, latent.get("noise_mask"))
     stage = Stage("student", steps=int(steps), settings={"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
                                                          "denoise": float(denoise), "timesteps": tuple(timesteps)})
     family = latent_format_name(model)

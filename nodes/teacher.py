@@ -1,32 +1,21 @@
 """Teacher improvement: refine (rollback + a few teacher steps) or regenerate the samples
-the gate rejected, as one sub-batch, and put them back in place."""
+the gate rejected, as one sub-batch, and put them back in place (nodes/improvers.py)."""
 import comfy.sample
 import comfy.samplers
 
-from ..schedulers.batching import batch_indices, put_rows, take_rows
+from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError, require_fraction
-from ..schedulers.record import (Stage, bare_records, cost_line, per_student_lines, records_of, student_labels,
-                                 with_records)
+from ..schedulers.record import Stage
 from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigmas
 from .comfy_glue import (check_interrupt, check_model_fits, initial_noise, ksampler_schedule, per_sample_sampler,
                          rollback_noise, sample_with_sigmas, subset_conditioning)
 from .common import CATEGORY, GATE_TYPE, SEED
+from .improvers import images_of, put_back, report, rows_to_improve
 
 STRATEGIES = ("refine", "regenerate")
 NEEDS_SOURCE = ("regenerate needs the latent the student started from",
                 "connect the Empty Latent Image (text-to-image) or the VAE-encoded source image (editing) "
                 "to source_latent")
-
-
-def samples_to_improve(latent, decision):
-    """Indices the teacher must handle: the gate's rejections, or every sample without a gate."""
-    n = int(latent["samples"].shape[0])
-    if decision is None:
-        return list(range(n))
-    if decision.batch_size != n or decision.batch_index != batch_indices(latent):
-        raise InputError("gate", f"the gate decided on samples {decision.batch_index}, the latent holds "
-                         f"{batch_indices(latent)}", "connect the gate that scored this same latent")
-    return decision.rejected
 
 
 def teacher_start(latent, todo, strategy, source_latent, model):
@@ -48,17 +37,17 @@ def teacher_start(latent, todo, strategy, source_latent, model):
 
 
 def improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
-            scheduler, cfg, seed, decision=None, source_latent=None, source_denoise=1.0):
-    """Returns (new LATENT with the improved samples' records extended, indices improved, their rows)."""
-    todo = samples_to_improve(latent, decision)
-    records = decision.records if decision is not None else records_of(latent) or bare_records(batch_indices(latent))
+            scheduler, cfg, seed, vae, decision=None, source_latent=None, source_denoise=1.0):
+    """The teacher on the samples the gate rejected (all without a gate) -> (LATENT with every row's
+    record, decoded image and replaced version, the rows improved)."""
+    base, todo, records, images = rows_to_improve(latent, decision)
     if not todo:
-        return with_records(latent, records), todo, None
-    n = int(latent["samples"].shape[0])
-    check_model_fits(model, "model", latent["samples"], "latent", records,
+        return put_back(base, todo, records, images, None, None, vae), todo
+    n = int(base["samples"].shape[0])
+    check_model_fits(model, "model", base["samples"], "latent", records,
                      {"positive": positive, "negative": negative})
     index = [records[i].batch_index for i in todo]
-    start, mask = teacher_start(latent, todo, strategy, source_latent, model)
+    start, mask = teacher_start(base, todo, strategy, source_latent, model)
     schedule = ksampler_schedule(model, sampler_name, scheduler)
     if strategy == "refine":
         sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback)
@@ -73,36 +62,8 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
     sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device)
     rows = sample_with_sigmas(model, noise, cfg, sampler, sigmas, subset_conditioning(positive, todo, n),
                               subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n))
-    stage = Stage("teacher", steps=int(steps), settings=settings)
-    records = [r.then(stage) if i in todo else r for i, r in enumerate(records)]
-    out = with_records({**latent, "samples": put_rows(latent["samples"], todo, rows)}, records)
-    return out, todo, rows
-
-
-def report(latent, decision, todo, strategy, steps):
-    n = int(latent["samples"].shape[0])
-    records = records_of(latent)
-    lines = [f"teacher ({strategy}, {steps} steps) improved {len(todo)}/{n} samples"
-             + (f": #{', #'.join(str(records[i].batch_index) for i in todo)}" if todo else "")]
-    if records and records[0].last("student"):
-        lines.append(cost_line(records))
-    if records and len(student_labels(records)) > 1:
-        lines += per_student_lines(records)
-    if decision is not None:
-        lines.append(f"acceptance rate: {100 * decision.acceptance_rate:.0f}%")
-        if decision.budget_teacher_steps not in (None, steps):
-            lines.append(f"warning: the gate's budget assumed {decision.budget_teacher_steps} teacher steps, "
-                         f"this node runs {steps}")
-    return "\n".join(lines)
-
-
-def merged_images(vae, latent, decision, todo, rows):
-    """Decode only what the gate has not decoded yet."""
-    if decision is None or decision.images is None:
-        return vae.decode(latent["samples"])
-    if not todo:
-        return decision.images
-    return put_rows(decision.images, todo, vae.decode(rows))
+    return put_back(base, todo, records, images, rows, Stage("teacher", steps=int(steps), settings=settings),
+                    vae), todo
 
 
 class Improve:
@@ -128,7 +89,8 @@ class Improve:
             "positive": ("CONDITIONING", {"lazy": True, "tooltip": "The teacher's prompt conditioning; may differ "
                                                                    "from the student's (e.g. the SDXL refiner's)."}),
             "negative": ("CONDITIONING", {"lazy": True, "tooltip": "The teacher's negative conditioning."}),
-            "latent": ("LATENT", {"tooltip": "The student's samples (from the Consistency Student Sampler)."}),
+            "latent": ("LATENT", {"tooltip": "The samples: the Oracle Gate's latent output (with a gate, the gate's "
+                                             "samples are the ones improved), or the student's."}),
             "strategy": (list(STRATEGIES), {"default": "refine",
                                             "tooltip": "refine: rollback + teacher steps from the student "
                                                        "sample. regenerate: teacher from the source latent "
@@ -172,7 +134,7 @@ class Improve:
 
     def run(self, model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
             scheduler, cfg, seed, vae, gate=None, source_latent=None, source_denoise=1.0):
-        out, todo, rows = improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps,
-                                  sampler_name, scheduler, cfg, seed, gate, source_latent, source_denoise)
-        text = report(out, gate, todo, strategy, steps)
-        return {"ui": {"text": [text]}, "result": (out, merged_images(vae, out, gate, todo, rows), text)}
+        out, todo = improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps,
+                            sampler_name, scheduler, cfg, seed, vae, gate, source_latent, source_denoise)
+        text = report(out, gate, todo, f"teacher ({strategy}, {steps} steps)", steps)
+        return {"ui": {"text": [text]}, "result": (out, images_of(out), text)}

@@ -64,6 +64,7 @@ class GateDecision:
     images: Optional[torch.Tensor] = None        # the decoded images, reused for kept samples
     budget_teacher_steps: Optional[int] = None   # the R a budget threshold assumed
     notes: Tuple[str, ...] = ()
+    latent: Optional[dict] = None                # the gated LATENT (keep-the-better may have restored rows)
 
     @property
     def batch_size(self) -> int:
@@ -96,7 +97,10 @@ class GateDecision:
             tags = ", ".join(t for t in (r.student if len(students) > 1 else None,
                                          f"w {r.w:g}" if r.w is not None else None) if t)
             tags = f" ({tags})" if tags else ""
-            out.append(f"#{r.batch_index}{tags}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}")
+            earlier = (f" (kept the earlier version: the new one scored {stage.settings['new_score']:+.4f})"
+                       if "new_score" in stage.settings else "")
+            out.append(f"#{r.batch_index}{tags}: score {stage.score:+.4f} -> {'kept' if stage.kept else 'to teacher'}"
+                       + earlier)
         out.append(f"kept {int(self.accepted.sum())}/{self.batch_size} ({100 * self.acceptance_rate:.0f}%)")
         if len(students) > 1:
             out += per_student_lines(self.records)
@@ -105,15 +109,25 @@ class GateDecision:
 
 def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
            images: Optional[torch.Tensor] = None, budget_teacher_steps: Optional[int] = None,
-           notes: Sequence[str] = ()) -> GateDecision:
+           notes: Sequence[str] = (), new_scores: Optional[Sequence[Optional[float]]] = None,
+           latent: Optional[dict] = None) -> GateDecision:
     """Keep the samples scoring at least their tau; `threshold` is one Threshold for all samples or
-    one per sample (its student's). Each record gets this gate's stage."""
+    one per sample (its student's). Each record gets this gate's stage; `new_scores` marks the samples
+    whose earlier version was kept because it scored higher (keep_better)."""
     scores = scores.detach().float().cpu().reshape(-1)
     if len(records) != scores.shape[0]:
         raise InputError("latent", f"{len(records)} samples but {scores.shape[0]} scores",
                          "score the same batch the gate decides on")
     thresholds = (threshold,) * len(records) if isinstance(threshold, Threshold) else tuple(threshold)
     accepted = scores >= torch.tensor([t.tau for t in thresholds], dtype=torch.float32)
-    gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok), settings={"tau": t.tau}))
-                  for r, s, ok, t in zip(records, scores.tolist(), accepted.tolist(), thresholds))
-    return GateDecision(scores, accepted, thresholds, gated, images, budget_teacher_steps, tuple(notes))
+    new_scores = new_scores or [None] * len(records)
+    gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok),
+                               settings={"tau": t.tau, **({"new_score": new} if new is not None else {})}))
+                  for r, s, ok, t, new in zip(records, scores.tolist(), accepted.tolist(), thresholds, new_scores))
+    return GateDecision(scores, accepted, thresholds, gated, images, budget_teacher_steps, tuple(notes), latent)
+
+
+def keep_better(new: Sequence[float], earlier: Sequence[Optional[float]]) -> List[bool]:
+    """Which samples go back to their earlier version: those an improvement made score lower (a tie
+    keeps the new one), so no stage can lower a sample's score."""
+    return [e is not None and e > n for n, e in zip(new, earlier)]

@@ -13,11 +13,13 @@ class Stream(IntEnum):
     STUDENT_RENOISE = 1   # multistep consistency sampling: the jump after step i
     TEACHER_SAMPLER = 2   # stochastic teacher samplers (ancestral, SDE): call i
     ROLLBACK = 3          # refine's rollback noise Z
+    RETRY_INITIAL = 4     # a student retry's starting noise (its re-noising: STUDENT_RENOISE of its round)
 
 
-def _generator_seed(seed: int, batch_index: int, stream: int, step: int) -> int:
+def _generator_seed(seed: int, batch_index: int, stream: int, step: int, round_: int) -> int:
     # SeedSequence mixes the integers into an independent 63-bit seed.
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(batch_index), int(stream), int(step)])
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(batch_index), int(stream), int(step),
+                                    int(round_)])
     return int(state.generate_state(1, np.uint64)[0] >> np.uint64(1))
 
 
@@ -25,11 +27,13 @@ class PerSampleNoise:
     """Unit Gaussian noise for a batch, one generator per (sample, stream, step).
 
     `draw(step)` gives the batch's noise for that step; calling the object draws step 0, 1, 2, ...
-    in turn, which makes it a k-diffusion `noise_sampler(sigma, sigma_next)`."""
+    in turn, which makes it a k-diffusion `noise_sampler(sigma, sigma_next)`. `round_` numbers the
+    retries of a stage: each round is fresh noise."""
 
     def __init__(self, seed: int, batch_index: Sequence[int], sample_shape, stream: Stream,
-                 dtype=torch.float32, device="cpu"):
+                 dtype=torch.float32, device="cpu", round_: int = 0):
         self.seed = int(seed)
+        self.round = int(round_)
         self.batch_index = [int(b) for b in batch_index]
         self.sample_shape = tuple(sample_shape)
         self.stream = Stream(stream)
@@ -39,7 +43,7 @@ class PerSampleNoise:
 
     def draw(self, step: int) -> torch.Tensor:
         out = [torch.randn(self.sample_shape, generator=torch.Generator().manual_seed(
-            _generator_seed(self.seed, b, self.stream, step))) for b in self.batch_index]
+            _generator_seed(self.seed, b, self.stream, step, self.round))) for b in self.batch_index]
         return torch.stack(out).to(device=self.device, dtype=self.dtype)
 
     def __call__(self, *_sigmas) -> torch.Tensor:

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 RECORDS_KEY = "student_teacher"
+# artifacts that follow the rows with their records (not facts about the samples, so not in them):
+IMAGES_KEY = "student_teacher_images"    # each row's decoded image, so a later gate decodes only what changed
+EARLIER_KEY = "student_teacher_earlier"  # (latent row, image row) an improver replaced, for keep-the-better
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class SampleRecord:
         """The latest score an oracle gave this sample."""
         return next((s.score for s in reversed(self.stages) if s.score is not None), None)
 
+    @property
+    def scored(self) -> bool:
+        """Whether the sample is unchanged since an oracle scored it (its last stage is a gate)."""
+        return bool(self.stages) and self.stages[-1].kind == "gate"
+
 
 def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:
     """The LATENT's records, or None when it has none or they no longer describe its rows."""
@@ -67,15 +75,31 @@ def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:
     return records
 
 
-def with_records(latent: Mapping, records: Sequence[SampleRecord]) -> dict:
-    """A copy of the LATENT carrying `records` (one per row) and the matching batch_index."""
+def with_records(latent: Mapping, records: Sequence[SampleRecord], images: Optional[Sequence] = None,
+                 earlier: Optional[Sequence] = None) -> dict:
+    """A copy of the LATENT carrying `records` (one per row) and the matching batch_index, and the
+    rows' decoded images and replaced versions when given (else none: stale ones are dropped)."""
     records = tuple(records)
-    if len(records) != int(latent["samples"].shape[0]):
-        raise ValueError(f"{len(records)} records for {int(latent['samples'].shape[0])} samples")
-    out = dict(latent)
+    n = int(latent["samples"].shape[0])
+    if len(records) != n:
+        raise ValueError(f"{len(records)} records for {n} samples")
+    out = {k: v for k, v in latent.items() if k not in (IMAGES_KEY, EARLIER_KEY)}
     out[RECORDS_KEY] = records
     out["batch_index"] = [r.batch_index for r in records]
+    for key, rows in ((IMAGES_KEY, images), (EARLIER_KEY, earlier)):
+        if rows is not None:
+            if len(rows) != n:
+                raise ValueError(f"{len(rows)} rows of {key} for {n} samples")
+            out[key] = tuple(rows)
     return out
+
+
+def rows_of(latent: Mapping, key: str) -> tuple:
+    """The per-row artifacts under `key` (None for each row when absent or no longer matching)."""
+    n = int(latent["samples"].shape[0])
+    rows = latent.get(key)
+    return tuple(rows) if records_of(latent) is not None and isinstance(rows, tuple) and len(rows) == n \
+        else (None,) * n
 
 
 def bare_records(batch_index: Sequence[int]) -> Tuple[SampleRecord, ...]:
@@ -91,6 +115,17 @@ def stage_steps(records: Sequence[SampleRecord], kind: str) -> Optional[int]:
 
 def average_cost(records: Sequence[SampleRecord]) -> float:
     return sum(r.cost for r in records) / len(records) if records else 0.0
+
+
+def stage_line(records: Sequence[SampleRecord]) -> str:
+    """What each kind of stage cost the batch: 'student 4 x 4/4, retry 4 x 2/4, teacher 12 x 1/4'."""
+    kinds = list(dict.fromkeys(s.kind for r in records for s in r.stages if s.steps))
+    parts = []
+    for kind in kinds:
+        ran = [s.steps for r in records for s in r.stages if s.kind == kind and s.steps]
+        steps = sorted(set(ran))
+        parts.append(f"{kind} {'/'.join(map(str, steps))} steps x {len(ran)}/{len(records)}")
+    return "stages: " + ", ".join(parts) if parts else "stages: none"
 
 
 def cost_line(records: Sequence[SampleRecord]) -> str:

@@ -5,7 +5,7 @@ import torch
 
 from schedulers.batching import batch_indices, put_rows, take_rows
 from schedulers.errors import InputError
-from schedulers.gating import decide, percentile_threshold, resolve_threshold
+from schedulers.gating import decide, keep_better, percentile_threshold, resolve_threshold
 from schedulers.record import bare_records
 
 TAUS = {10: -0.6, 50: 0.6, 70: 1.09}
@@ -78,3 +78,11 @@ def test_batch_indices():
     assert batch_indices({"samples": x, "batch_index": [5, 6, 7]}) == [5, 6, 7]
     with pytest.raises(InputError, match="batch_index"):
         batch_indices({"samples": x, "batch_index": [1]})
+
+
+def test_keep_the_better_never_lowers_a_score():
+    assert keep_better([0.5, -0.2, 0.3, 0.1], [0.4, 0.1, None, 0.1]) == [False, True, False, False]  # tie: new
+    from schedulers.record import SampleRecord
+    d = decide(torch.tensor([0.1]), resolve_threshold("tau", tau=0.0), [SampleRecord(0)], new_scores=[-0.2])
+    assert d.records[0].last("gate").settings["new_score"] == -0.2
+    assert "kept the earlier version: the new one scored -0.2000" in d.lines()[1]

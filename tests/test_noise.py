@@ -16,7 +16,7 @@ def test_noise_depends_only_on_seed_index_stream_and_step():
 
 def test_each_stage_has_its_own_stream():
     """With one shared seed, rollback noise is not the student's or the teacher sampler's noise."""
-    draws = {s: PerSampleNoise(0, range(16), (4, 16, 16), s).draw(0).flatten(1) for s in Stream}
+    draws = {s: PerSampleNoise(0, range(16), (4, 32, 32), s).draw(0).flatten(1) for s in Stream}  # |cos| ~ 0.016
     for s in Stream:
         for t in Stream:
             if s < t:
@@ -27,3 +27,9 @@ def test_each_stage_has_its_own_stream():
 def test_unit_gaussian():
     x = PerSampleNoise(3, range(8), (4, 32, 32), Stream.ROLLBACK).draw(0)
     assert abs(float(x.mean())) < 0.02 and abs(float(x.std()) - 1) < 0.02
+
+
+def test_each_retry_round_is_fresh_noise():
+    first, second = (PerSampleNoise(0, [3], (4, 32, 32), Stream.RETRY_INITIAL, round_=r).draw(0) for r in (1, 2))
+    assert abs(float(torch.nn.functional.cosine_similarity(first.flatten(), second.flatten(), dim=0))) < 0.1
+    assert torch.equal(first[0], PerSampleNoise(0, [0, 3], (4, 32, 32), Stream.RETRY_INITIAL, round_=1).draw(0)[1])

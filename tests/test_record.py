@@ -3,8 +3,8 @@ dropped (not guessed) when a core node has rebuilt the LATENT."""
 import pytest
 import torch
 
-from schedulers.record import (RECORDS_KEY, SampleRecord, Stage, average_cost, bare_records, cost_line,
-                               records_of, stage_steps, with_records)
+from schedulers.record import (EARLIER_KEY, IMAGES_KEY, RECORDS_KEY, SampleRecord, Stage, average_cost, bare_records,
+                               cost_line, records_of, rows_of, stage_line, stage_steps, with_records)
 
 
 def student(b, steps=4):
@@ -54,3 +54,28 @@ def test_cost_line_is_the_papers_formula():
 def test_bare_records_know_only_their_index():
     assert [r.batch_index for r in bare_records([2, 9])] == [2, 9]
     assert bare_records([2])[0].seed is None and bare_records([2])[0].stages == ()
+
+
+def test_a_chain_of_stages_keeps_each_samples_history_and_cost():
+    gate = Stage("gate", score=-1.0, kept=False)
+    retried = student(0).then(gate).then(Stage("retry", steps=4)).then(Stage("gate", score=-0.5, kept=False))
+    taught = retried.then(Stage("teacher", steps=12))
+    kept = student(1).then(Stage("gate", score=1.0, kept=True))
+    assert [s.kind for s in taught.stages] == ["student", "gate", "retry", "gate", "teacher"]
+    assert taught.cost == 20 and kept.cost == 4 and average_cost([taught, kept]) == 12
+    assert retried.scored and not taught.scored and not student(2).scored and taught.score == -0.5
+    assert stage_line([taught, kept]) == "stages: student 4 steps x 2/2, retry 4 steps x 1/2, teacher 12 steps x 1/2"
+    assert cost_line([taught, kept]) == "average steps spent: 12 per sample"  # not student + teacher alone
+
+
+def test_decoded_images_and_earlier_versions_follow_their_rows_and_go_stale_with_them():
+    recs = [student(b) for b in (0, 1)]
+    lat = with_records({"samples": torch.zeros(2, 4, 8, 8)}, recs, images=["img0", "img1"],
+                       earlier=[None, ("row1", "img1-before")])
+    assert rows_of(lat, IMAGES_KEY) == ("img0", "img1") and rows_of(lat, EARLIER_KEY)[1] == ("row1", "img1-before")
+    again = with_records(lat, recs)  # a node that does not pass them on drops them
+    assert IMAGES_KEY not in again and rows_of(again, IMAGES_KEY) == (None, None)
+    cut = {**lat, "samples": lat["samples"][:1], "batch_index": [0]}  # a core node cut the batch
+    assert rows_of(cut, IMAGES_KEY) == (None,)
+    with pytest.raises(ValueError):
+        with_records({"samples": torch.zeros(2, 4, 8, 8)}, recs, images=["only one"])

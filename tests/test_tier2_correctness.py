@@ -74,7 +74,7 @@ def test_rollback_noise_is_fresh_noise_of_unit_size_in_the_models_space(host):
     import comfy.sample
     model, _, _, _ = loaded(TINY_SD15)
     g = torch.Generator().manual_seed(2)
-    x0 = torch.randn(8, 4, 16, 16, generator=g) * 4
+    x0 = torch.randn(8, 4, 32, 32, generator=g) * 4  # 4096 values: independent noise has |cos| ~ 0.016
     latent = {"samples": x0, "batch_index": list(range(8))}
     noised, sigmas = host.pack_nodes[P + "RollbackNoise"]().run(latent, model, "vp", 0.5, 10, "uni_pc", "normal", 3)
     assert float(sigmas[0]) == pytest.approx(1.0)  # vp s = 0.5 is sigma 1
@@ -98,13 +98,18 @@ SOURCES = {
                 "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
                            "latent_image": ["empty", 0], "seed": 0, "steps": 1, "cfg": 1.0, "schedule": "lcm",
                            "denoise": 1.0}},
+    "gatesrc": {"class_type": P + "OracleGate",
+                "inputs": {"latent": ["student", 0], "vae": ["ckpt", 2], "oracle": ["oracle", 0], "prompt": "",
+                           "threshold_mode": "tau", "tau": 10.0, "k": 50, "calibration": "none", "budget": 10.0,
+                           "student_steps": 0, "teacher_steps": 2}},
     "image": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 2, "color": 0}},
     "oracle": {"class_type": P + "LoadImageRewardOracle",
                "inputs": {"oracle_file": TINY_IMAGE_REWARD, "device": "cpu", "dtype": "fp32", "preprocess": "exact",
                           "batch_size": 8}},
 }
 SOCKET_SOURCES = {"MODEL": ["ckpt", 0], "CLIP": ["ckpt", 1], "VAE": ["ckpt", 2], "CONDITIONING": ["pos", 0],
-                  "LATENT": ["student", 0], "IMAGE": ["image", 0], "IR_ORACLE": ["oracle", 0]}
+                  "LATENT": ["student", 0], "IMAGE": ["image", 0], "IR_ORACLE": ["oracle", 0],
+                  "ST_GATE": ["gatesrc", 1]}
 FILE_CHOICES = {"oracle_file": TINY_IMAGE_REWARD}
 
 
@@ -168,7 +173,8 @@ def test_the_schema_list_covers_every_node_with_a_float(host):
 
 # --- the first queue -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("node", ["OracleGate", "AdaptiveSampler", "ConsistencySampler", "Improve", "RollbackNoise"])
+@pytest.mark.parametrize("node", ["OracleGate", "AdaptiveSampler", "ConsistencySampler", "Improve", "RollbackNoise",
+                                  "StudentRetry"])
 def test_a_fresh_node_runs_with_its_defaults(host, node):
     run_prompt(host, default_graph(host, P + node))
 

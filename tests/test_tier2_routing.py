@@ -131,7 +131,7 @@ def test_a_router_samples_each_students_sub_batch_in_one_call_and_merges_in_orde
     students = [counting(m, calls, s) for s, m in enumerate(three_students())]
     router = host.pack_nodes[P + "RouteStudents"]()
     inputs = dict(student_1=students[0], student_2=students[1], student_3=students[2], rules=KEYWORDS)
-    out = router.run(pos, neg, latent(6), 3, 2, 1.0, "lcm", 1.0, "keywords", 1, **inputs)["result"][0]
+    out = router.run(pos, neg, latent(6), 3, 2, 1.0, "lcm", "keywords", 1, **inputs)["result"][0]
     records = pack(host, "schedulers.record").records_of(out)
     assert [r.student for r in records] == ["student 1", "student 1", "student 2", "student 3", "student 2",
                                             "student 3"]
@@ -159,7 +159,7 @@ def router_graph(route="keywords", **extra):
         "route": {"class_type": P + "RouteStudents",
                   "inputs": {"student_1": ["ckpt", 0], "student_2": ["s2", 0], "student_3": ["s3", 0],
                              "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0], "seed": 1,
-                             "steps": 2, "cfg": 1.0, "schedule": "lcm", "denoise": 1.0, "route": route,
+                             "steps": 2, "cfg": 1.0, "schedule": "lcm", "route": route,
                              "rules": RULES[route],
                              "default_student": 1, "clip": ["ckpt", 1], **extra}},
         "out": {"class_type": "PreviewAny", "inputs": {"source": ["route", 1]}},
@@ -219,7 +219,7 @@ def test_controlnet_hints_follow_their_samples_through_routing_and_gating(host):
                                                                 1.0, 0.0, 1.0)
 
     pos, cneg = controlled(PROMPTS, hints)
-    out = host.pack_nodes[P + "RouteStudents"]().run(pos, cneg, latent(4), 3, 2, 1.0, "lcm", 1.0, "keywords", 1,
+    out = host.pack_nodes[P + "RouteStudents"]().run(pos, cneg, latent(4), 3, 2, 1.0, "lcm", "keywords", 1,
                                                      student_1=students[0], student_2=students[1],
                                                      rules="2: cat|anime")["result"][0]
     student = pack(host, "nodes.student").student_sample
@@ -247,7 +247,7 @@ def test_best_of_keeps_the_oracles_favourite_and_pays_for_every_student(host):
     students = three_students()[:2]
     oracle = pack(host, "nodes.oracle_nodes").load_oracle(TINY_IMAGE_REWARD, "cpu", "fp32")
     pos, neg = encode_list(host, clip, PROMPTS), empty_text(clip)
-    out = host.pack_nodes[P + "RouteStudents"]().run(pos, neg, latent(4), 3, 2, 1.0, "lcm", 1.0, "best_of", 1,
+    out = host.pack_nodes[P + "RouteStudents"]().run(pos, neg, latent(4), 3, 2, 1.0, "lcm", "best_of", 1,
                                                      student_1=students[0], student_2=students[1], vae=vae,
                                                      oracle=oracle)["result"][0]
     records = pack(host, "schedulers.record").records_of(out)
@@ -309,7 +309,7 @@ def test_split_prompts_writes_the_centroid_file_the_router_follows(host, tmp_pat
     host.folder_paths.filename_list_cache.pop("student_teacher_routing", None)
     students = three_students()[:2]
     routed = host.pack_nodes[P + "RouteStudents"]().run(
-        encode_list(host, clip, prompts), empty_text(clip), latent(6), 0, 1, 1.0, "lcm", 1.0, "centroids", 1,
+        encode_list(host, clip, prompts), empty_text(clip), latent(6), 0, 1, 1.0, "lcm", "centroids", 1,
         student_1=students[0], student_2=students[1], clip=clip, centroids="groups.json")["result"][0]
     served = [int(r.student.split()[-1]) for r in pack(host, "schedulers.record").records_of(routed)]
     assert [prompts[i] for i, s in enumerate(served) if s == 1] == groups[0]  # as the groups were split

@@ -45,6 +45,7 @@ COL_GAP, ROW_GAP, GROUP_GAP, GROUP_PAD, GROUP_TITLE = 30, 20, 40, 15, 45
 NODE_TITLE = 30  # the title bar is drawn above pos; size excludes it
 # front end 1.27: nodes lose their text below scale MinFontSizeForLOD (8) / NODE_TEXT_SIZE (14)
 MIN_READABLE_SCALE = 0.59
+READABLE_SCALE = 0.65
 
 # Model files, as users download them (name, ComfyUI/models/<folder>, where from)
 MODELS = {
@@ -271,10 +272,12 @@ class Workflow:
             "version": 0.4,
         }
         ds, (bw, bh) = self.fit_view(data)
+        if ds["scale"] < MIN_READABLE_SCALE:  # too big to read whole: open readable on its top left instead
+            print(f"note: {self.name}: {bw:.0f}x{bh:.0f} fits a 1600x1000 window only at scale {ds['scale']} (the "
+                  f"front end draws no text below {MIN_READABLE_SCALE}); it opens at {READABLE_SCALE} on its top left",
+                  file=sys.stderr)
+            ds = self.top_left_view(data)
         data["extra"]["ds"] = ds
-        if ds["scale"] < MIN_READABLE_SCALE:
-            print(f"warning: {self.name}: {bw:.0f}x{bh:.0f} fits the 1536x922 canvas of a 1600x1000 window only at scale {ds['scale']} "
-                  f"(< {MIN_READABLE_SCALE}: the front end draws nodes without text)", file=sys.stderr)
         return data
 
     def _topological_order(self):
@@ -338,6 +341,13 @@ class Workflow:
                 row_h = max(row_h, y - GROUP_GAP - y0)
             y0 += row_h + GROUP_GAP
         return groups
+
+    def top_left_view(self, data, margin=20):
+        rects = [g["bounding"] for g in data["groups"]]
+        rects += [[n["pos"][0], n["pos"][1] - NODE_TITLE] for n in data["nodes"]]
+        x1, y1 = min(r[0] for r in rects), min(r[1] for r in rects)
+        offset = [-x1 + margin / READABLE_SCALE, -y1 + margin / READABLE_SCALE]
+        return {"scale": READABLE_SCALE, "offset": [round(offset[0], 2), round(offset[1], 2)]}
 
     def fit_view(self, data, canvas=(1536, 922), zoom=0.75, pad=10):
         """extra.ds as the front end's "fit view" sets it (LGraphCanvas.fitViewToSelectionAnimated ->
@@ -821,7 +831,7 @@ its prompt sampled alone with the same seed and batch index.
 def wf_two_students(schemas):
     name = "sd15_two_students_routed"
     wf = Workflow(schemas, name)
-    wf.rows = [["Student", "Teacher"], ["note", "Oracle"]]  # the router is tall: two short rows
+    wf.rows = ROWS
     tau, k, steps = 0.0, 50, 10
     wf.note(f"""# Two students, each serving its share of the prompts
 
@@ -852,10 +862,10 @@ student; the **teacher** (SD1.5) refines the samples under tau: rollback 0.5, {s
     prompts = prompt_list_node(wf, ckpt.CLIP, PROMPT_LIST)
     neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
                  text=NEGATIVE)
-    empty = wf.add("EmptyLatentImage", "Student", 0, width=512, height=512, batch_size=prompts.count)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=prompts.count)
     router = wf.add("StudentTeacherRouteStudents", "Student", 2, student_1=lora_student, student_2=guided.model,
                     positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, clip=ckpt.CLIP,
-                    seed=0, steps=4, cfg=1.0, schedule="lcm", denoise=1.0, route="embedding", default_student=1,
+                    seed=0, steps=4, cfg=1.0, schedule="lcm", route="embedding", default_student=1,
                     rules="1: a photograph of a person\n1: wildlife photography\n1: food photography\n"
                           "2: a watercolor painting\n2: digital art of a fantasy city\n2: an illustration")
     _, gate = oracle_nodes(wf, router.latent, ckpt.VAE, "", "tau", tau, k, "none", steps, calibration_2="none")
@@ -863,10 +873,121 @@ student; the **teacher** (SD1.5) refines the samples under tau: rollback 0.5, {s
                      negative=neg.CONDITIONING, latent=router.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
                      rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
                      scheduler="normal", cfg=TEACHER_CFG, seed=0)
-    wf.add("SaveImage", "Teacher", 1, images=teacher.images, filename_prefix=f"StudentTeacher/{name}")
-    wf.add("PreviewAny", "Teacher", 1, title="Teacher report", source=teacher.report)
+    wf.add("SaveImage", "Output", 0, images=teacher.images, filename_prefix=f"StudentTeacher/{name}")
+    wf.add("PreviewAny", "Output", 1, title="Teacher report", source=teacher.report)  # side by side: a short row
     wf.add("PreviewAny", "Oracle", 0, title="Gate report (scores)", source=gate.report)
-    wf.add("PreviewAny", "Student", 1, title="Which student served which prompt", source=router.report)
+    wf.add("PreviewAny", "Oracle", 0, title="Which student served which prompt", source=router.report)
+    return wf
+
+
+def wf_sd15_keep_better(schemas):
+    name = "sd15_teacher_keep_better"
+    wf = Workflow(schemas, name)
+    wf.rows = [["Student", "Oracle"], ["note", "Teacher", "Output"]]
+    tau, k, steps = 0.0, 50, 10
+    wf.note(f"""# Student -> gate -> teacher -> gate that keeps the better version
+
+As workflow 1 (SD1.5 + LCM-LoRA student, SD1.5 teacher refining the samples under tau), with a
+**second Oracle Gate** after the teacher. Chained after an improver, a gate decodes and scores **only
+the samples the teacher changed** (the others keep their score and image), and with **keep_better**
+it keeps, per sample, whichever version scored higher: the teacher can no longer make a sample worse.
+Its report shows each sample's score and, where the student's version won, the teacher's score too;
+the average steps cover the whole chain. Save the second gate's images.
+
+## Files
+{model_table("sd15", "lcm_lora_sd15", "image_reward")}
+
+## Knobs that matter
+- Gate 1: {CALIBRATE_NOTE.format(tau=tau, k=k)}
+- Gate 2: its tau only labels the final samples (kept / to teacher) for a further stage; keep_better
+  is what matters here.
+- {SD15_NOTE_SCHEDULER}
+""", size=NOTE_SIZE)
+    ckpt, student_model = sd15_student(wf)
+    prompts = prompt_list_node(wf, ckpt.CLIP, [PROMPT_T2I])
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 2, width=512, height=512, batch_size=4)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model,
+                     positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0,
+                     steps=5, cfg=1.0, schedule="lcm", denoise=1.0)
+    oracle, gate = oracle_nodes(wf, student.latent, ckpt.VAE, "", "tau", tau, k, "none", steps)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=prompts.conditioning,
+                     negative=neg.CONDITIONING, latent=gate.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
+                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
+                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    gate2 = wf.add("StudentTeacherOracleGate", "Output", 0, title="Oracle Gate 2 (keep the better)",
+                   latent=teacher.latent, vae=ckpt.VAE, oracle=oracle.oracle, prompt="", threshold_mode="tau",
+                   tau=tau, k=k, calibration="none", budget=10.0, student_steps=0, teacher_steps=steps,
+                   keep_better=True)
+    wf.add("PreviewAny", "Oracle", 0, title="Gate report (scores)", source=gate.report)
+    wf.add("SaveImage", "Output", 1, images=gate2.images, filename_prefix=f"StudentTeacher/{name}")
+    wf.add("PreviewAny", "Output", 1, title="Gate 2 report (whole chain)", source=gate2.report)
+    return wf
+
+
+def wf_sdxl_turbo_cascade(schemas):
+    name = "sdxl_turbo_cascade"
+    wf = Workflow(schemas, name)
+    wf.rows = [["note", "Student", "Oracle"], ["Teacher", "Output"]]  # reading order from the top left
+    wf.note(f"""# A cascade: SDXL-Turbo, a cheap retry, then the refiner, then SDXL-Base
+
+Light to heavy, behind one quality bar (the 50th percentile of the published SDXL-Turbo calibration):
+1. **SDXL-Turbo** samples 4 images in 2 steps; **gate 1** keeps those above the bar.
+2. **Student Retry**: Turbo draws the rejected ones again from fresh noise (2 more steps each);
+   **gate 2** scores only the retried samples and keeps the better of each sample's two versions.
+3. **SDXL-Refiner** refines what is still under the bar at a small rollback (0.3, 4 steps); **gate 3**
+   again scores only what changed and keeps the better version.
+4. **SDXL-Base** refines the rest at a large rollback (0.7, 10 steps): the paper's split, the refiner
+   for small rollbacks and the base model for large ones.
+Each gate's report covers the whole chain: every sample's stages and the average steps spent.
+
+## Files
+{model_table("sdxl_turbo", "sdxl_refiner", "sdxl", "image_reward")}
+
+## Knobs that matter
+- `k` on the gates: the bar. Each stage only sees what the stages before it could not fix.
+- The refiner's `width`/`height` (512) should match the image size.
+""", size=(440, 560))
+    turbo = wf.add("CheckpointLoaderSimple", "Student", 0, title="SDXL-Turbo (student)",
+                   ckpt_name=MODELS["sdxl_turbo"][0])
+    prompts = prompt_list_node(wf, turbo.CLIP, [PROMPT_T2I], col=0)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (unused at cfg 1)", clip=turbo.CLIP, text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=4)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 1, model=turbo.MODEL,
+                     positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0,
+                     steps=2, cfg=1.0, schedule="turbo", denoise=1.0)
+    calibration = dict(threshold_mode="percentile", tau=0.0, k=50, calibration="sdxl_turbo_2steps_paper.json",
+                       budget=10.0, student_steps=0)
+    oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
+                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+    gate1 = wf.add("StudentTeacherOracleGate", "Oracle", 1, title="Gate 1", latent=student.latent, vae=turbo.VAE,
+                   oracle=oracle.oracle, prompt="", teacher_steps=2, **calibration)
+    retry = wf.add("StudentTeacherStudentRetry", "Student", 2, title="Student Retry (Turbo, fresh noise)",
+                   model=turbo.MODEL, positive=prompts.conditioning, negative=neg.CONDITIONING, latent=gate1.latent,
+                   gate=gate1.gate, vae=turbo.VAE, seed=0, steps=2, cfg=1.0, schedule="turbo", retry=1)
+    gate2 = wf.add("StudentTeacherOracleGate", "Oracle", 2, title="Gate 2 (keep the better)", latent=retry.latent,
+                   vae=turbo.VAE, oracle=oracle.oracle, prompt="", teacher_steps=4, keep_better=True, **calibration)
+    refiner = wf.add("CheckpointLoaderSimple", "Teacher", 0, title="SDXL-Refiner (small rollback)",
+                     ckpt_name=MODELS["sdxl_refiner"][0])
+    rpos = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 0, title="Refiner positive", clip=refiner.CLIP,
+                  text=prompts.prompts, ascore=6.0, width=512, height=512)
+    rneg = wf.add("CLIPTextEncodeSDXLRefiner", "Teacher", 0, title="Refiner negative", clip=refiner.CLIP,
+                  text=NEGATIVE, ascore=2.5, width=512, height=512)
+    refined = wf.add("StudentTeacherImprove", "Teacher", 1, title="Refiner (rollback 0.3)", model=refiner.MODEL,
+                     positive=rpos.CONDITIONING, negative=rneg.CONDITIONING, latent=gate2.latent, gate=gate2.gate,
+                     vae=turbo.VAE, strategy="refine", rollback_mode="strength", rollback=0.3, steps=4,
+                     sampler_name="uni_pc", scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    gate3 = wf.add("StudentTeacherOracleGate", "Oracle", 3, title="Gate 3 (keep the better)", latent=refined.latent,
+                   vae=turbo.VAE, oracle=oracle.oracle, prompt="", teacher_steps=10, keep_better=True, **calibration)
+    base = wf.add("CheckpointLoaderSimple", "Teacher", 2, title="SDXL-Base (large rollback)",
+                  ckpt_name=MODELS["sdxl"][0])
+    based = wf.add("StudentTeacherImprove", "Teacher", 2, title="SDXL-Base (rollback 0.7)", model=base.MODEL,
+                   positive=prompts.conditioning, negative=neg.CONDITIONING, latent=gate3.latent, gate=gate3.gate,
+                   vae=turbo.VAE, strategy="refine", rollback_mode="strength", rollback=0.7, steps=10,
+                   sampler_name="uni_pc", scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    wf.add("SaveImage", "Output", 0, images=based.images, filename_prefix=f"StudentTeacher/{name}")
+    wf.add("PreviewAny", "Output", 0, title="Report (whole chain)", source=based.report)
     return wf
 
 
@@ -883,6 +1004,8 @@ BUILDERS = {
     "sd15_lcm_dreamshaper_w_sweep": wf_lcm_dreamshaper_w_sweep,
     "sd15_prompt_list_batch": wf_prompt_list,
     "sd15_two_students_routed": wf_two_students,
+    "sd15_teacher_keep_better": wf_sd15_keep_better,
+    "sdxl_turbo_cascade": wf_sdxl_turbo_cascade,
 }
 
 

@@ -148,9 +148,19 @@ def prompt_list(batch=2, **route):
         g["student"] = {"class_type": P + "RouteStudents",
                         "inputs": {"student_1": ["ckpt", 0], "student_2": ["ckpt", 0], "positive": ["pos", 0],
                                    "negative": ["neg", 0], "latent_image": ["empty", 0], "seed": 1, "steps": 2,
-                                   "cfg": 1.0, "schedule": "lcm", "denoise": 1.0, "route": "keywords",
+                                   "cfg": 1.0, "schedule": "lcm", "route": "keywords",
                                    "default_student": 1, **route}}
     return with_inputs(g, "gate", prompt="")
+
+
+def retry_graph(**inputs):
+    g = base()
+    g["retry"] = {"class_type": P + "StudentRetry",
+                  "inputs": {"model": ["ckpt", 0], "positive": ["pos", 0], "negative": ["neg", 0],
+                             "latent": ["gate", 3], "gate": ["gate", 1], "seed": 1, "steps": 2, "cfg": 1.0,
+                             "schedule": "lcm", "retry": 1, "vae": ["ckpt", 2], **inputs}}
+    g["save"] = {"class_type": "PreviewImage", "inputs": {"images": ["retry", 1]}}
+    return g
 
 
 def xl_text(graph, node, name):
@@ -222,6 +232,8 @@ CASES = [
     ("default student not connected", lambda: prompt_list(default_student=3), "default_student", True),
     ("route centroids without a file", lambda: prompt_list(route="centroids", clip=["ckpt", 1]), "centroids", True),
     ("best_of without the oracle", lambda: prompt_list(route="best_of"), "oracle", True),
+    ("student retry number 0", lambda: retry_graph(retry=0), "retry", False),
+    ("student retry without a gate", lambda: without(retry_graph(), "retry", "gate"), "gate", False),
 ]
 
 

@@ -1,0 +1,67 @@
+"""What every improver (the teacher, a student retry) does around its own sampling: take the samples
+the gate sent on as one sub-batch, put the new rows back in batch order, extend their records, decode
+only what nobody has decoded yet, and keep each replaced version for a keep-the-better gate."""
+from ..schedulers.batching import batch_indices, put_rows
+from ..schedulers.errors import InputError
+from ..schedulers.record import (IMAGES_KEY, bare_records, cost_line, per_student_lines, records_of, rows_of,
+                                 stage_line, student_labels, with_records)
+
+
+def rows_to_improve(latent, decision):
+    """(the LATENT to start from, the rows to improve, their records, their decoded images or Nones):
+    the gate's rejections of the gate's own (gated) latent, or every sample without a gate."""
+    n = int(latent["samples"].shape[0])
+    if decision is None:
+        records = records_of(latent) or bare_records(batch_indices(latent))
+        return latent, list(range(n)), records, list(rows_of(latent, IMAGES_KEY))
+    if decision.batch_size != n or decision.batch_index != batch_indices(latent):
+        raise InputError("gate", f"the gate decided on samples {decision.batch_index}, the latent holds "
+                         f"{batch_indices(latent)}", "connect the gate that scored this same latent")
+    base = decision.latent if decision.latent is not None else latent
+    images = list(decision.images) if decision.images is not None else list(rows_of(base, IMAGES_KEY))
+    return base, decision.rejected, decision.records, images
+
+
+def put_back(base, todo, records, images, rows, stage, vae):
+    """The LATENT with `rows` in place of rows `todo` (the others bit-identical), their records extended
+    by `stage`, their earlier versions kept; and every row's decoded image (decoding only new rows and
+    rows never decoded)."""
+    n = int(base["samples"].shape[0])
+    earlier = [None] * n  # only this improver's replacements: the next gate compares with them
+    images = list(images)
+    samples = base["samples"]
+    if todo:
+        for i, image in zip(todo, vae.decode(rows)):
+            earlier[i] = (samples[i], images[i])
+            images[i] = image
+        samples = put_rows(samples, todo, rows)
+    missing = [i for i in range(n) if images[i] is None]
+    if missing:
+        for i, image in zip(missing, vae.decode(samples[missing])):
+            images[i] = image
+    records = [r.then(stage) if i in todo else r for i, r in enumerate(records)]
+    return with_records({**base, "samples": samples}, records, images=images, earlier=earlier)
+
+
+def report(latent, decision, todo, what, teacher_steps=None):
+    """What the improver did; teacher_steps: warn when a budget gate assumed other teacher steps."""
+    n = int(latent["samples"].shape[0])
+    records = records_of(latent)
+    lines = [f"{what} improved {len(todo)}/{n} samples"
+             + (f": #{', #'.join(str(records[i].batch_index) for i in todo)}" if todo else "")]
+    if records and records[0].last("student"):
+        lines += [cost_line(records), stage_line(records)]
+    if records and len(student_labels(records)) > 1:
+        lines += per_student_lines(records)
+    if decision is not None:
+        lines.append(f"acceptance rate: {100 * decision.acceptance_rate:.0f}%")
+        if teacher_steps is not None and decision.budget_teacher_steps not in (None, teacher_steps):
+            lines.append(f"warning: the gate's budget assumed {decision.budget_teacher_steps} teacher steps, "
+                         f"this node runs {teacher_steps}")
+    return "\n".join(lines)
+
+
+def images_of(latent):
+    """The decoded images a LATENT made by put_back carries, as one IMAGE batch."""
+    import torch
+    return torch.stack(list(rows_of(latent, IMAGES_KEY)))

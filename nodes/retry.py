@@ -1,0 +1,82 @@
+"""A cheap retry before the teacher: a consistency student draws the rejected samples again, from fresh
+noise (each retry round its own), at a fraction of the teacher's cost."""
+import dataclasses
+
+import torch
+
+from ..schedulers.batching import take_rows
+from ..schedulers.errors import InputError
+from ..schedulers.record import Stage, records_of
+from .comfy_glue import subset_conditioning
+from .common import CATEGORY, GATE_TYPE
+from .improvers import images_of, put_back, report, rows_to_improve
+from .student import ConsistencySampler, student_sample
+
+
+def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry_round, vae, decision=None,
+                   source_latent=None, denoise=1.0, w=""):
+    """The student on the samples the gate rejected, from retry round `retry_round`'s noise ->
+    (LATENT, rows retried)."""
+    if int(retry_round) < 1:
+        raise InputError("retry", f"got {retry_round}", "number the retries 1, 2, ...: each is fresh noise")
+    base, todo, records, images = rows_to_improve(latent, decision)
+    if todo:
+        n = int(base["samples"].shape[0])
+        if source_latent is None:
+            start = torch.zeros_like(base["samples"][todo])
+        elif source_latent["samples"].shape[0] in (1, n):
+            start = take_rows(source_latent["samples"], todo, n).expand(len(todo), *base["samples"].shape[1:])
+        else:
+            raise InputError("source_latent", f"has {source_latent['samples'].shape[0]} samples for {n}",
+                             "use the latent the student started from")
+        sub = {"samples": start.contiguous(), "batch_index": [records[i].batch_index for i in todo]}
+        out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
+                             sub, seed, steps, cfg, schedule, denoise, w, retry=int(retry_round))
+        fresh = records_of(out)
+        records = list(records)
+        for j, i in enumerate(todo):  # the retry's w (it may embed another one), the sample's history
+            records[i] = dataclasses.replace(records[i], w=fresh[j].w)
+        stage = Stage("retry", steps=int(steps), settings={**fresh[0].last("student").settings,
+                                                           "retry": int(retry_round)})
+        return put_back(base, todo, records, images, out["samples"], stage, vae), todo
+    return put_back(base, todo, records, images, None, None, vae), todo
+
+
+class StudentRetry:
+    DESCRIPTION = ("Before the teacher, a cheap second chance: a consistency student (the same one, another w, or "
+                   "another student) draws the samples the gate rejected again from fresh noise - each retry "
+                   "number its own - at the student's cost. Put an Oracle Gate after it: it scores only the "
+                   "retried samples, and with keep_better keeps whichever version of each scores higher.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    RETURN_TYPES = ("LATENT", "IMAGE", "STRING")
+    RETURN_NAMES = ("latent", "images", "report")
+    OUTPUT_TOOLTIPS = ("Kept samples as they were and retried ones, in batch order, each with its history.",
+                       "The same, decoded (only the retried samples are decoded again).",
+                       "What the retry did and the average steps spent so far.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        student = ConsistencySampler.INPUT_TYPES()
+        return {"required": {
+            **{k: student["required"][k] for k in ("model", "positive", "negative")},
+            "latent": ("LATENT", {"tooltip": "The gated samples (the Oracle Gate's latent output)."}),
+            "gate": (GATE_TYPE, {"tooltip": "The Oracle Gate's decision: its rejected samples are drawn again."}),
+            **{k: student["required"][k] for k in ("seed", "steps", "cfg", "schedule")},
+            "retry": ("INT", {"default": 1, "min": 1, "max": 100,
+                              "tooltip": "Which retry this is: each number draws other fresh noise, so a second "
+                                         "Student Retry in the chain should say 2."}),
+            "vae": ("VAE", {"tooltip": "Decodes the retried samples (only those)."}),
+        }, "optional": {
+            "source_latent": ("LATENT", {"tooltip": "Editing only: the encoded image the student started from "
+                                                    "(text-to-image retries start from noise)."}),
+            "denoise": student["required"]["denoise"],
+            "w": student["optional"]["w"],
+        }}
+
+    def run(self, model, positive, negative, latent, gate, seed, steps, cfg, schedule, retry, vae,
+            source_latent=None, denoise=1.0, w=""):
+        out, todo = retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, gate,
+                                   source_latent, denoise, w)
+        text = report(out, gate, todo, f"student retry {retry} ({steps} steps)")
+        return {"ui": {"text": [text]}, "result": (out, images_of(out), text)}
