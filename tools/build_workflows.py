@@ -811,21 +811,28 @@ its prompt sampled alone with the same seed and batch index.
 - Gate: {CALIBRATE_NOTE.format(tau=tau, k=k)}
 - {SD15_NOTE_SCHEDULER}
 """, size=NOTE_SIZE)
-    ckpt, student_model = sd15_student(wf)
-    prompts = prompt_list_node(wf, ckpt.CLIP, PROMPT_LIST)
-    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
-                 text=NEGATIVE)
-    empty = wf.add("EmptyLatentImage", "Student", 2, width=512, height=512, batch_size=prompts.count)
-    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model,
-                     positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0,
-                     steps=5, cfg=1.0, schedule="lcm", denoise=1.0)
-    _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, "", "tau", tau, k, "none", steps)
-    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=prompts.conditioning,
-                     negative=neg.CONDITIONING, latent=student.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
-                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
-                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    _, _, gate, teacher = sd15_prompt_list_refine(wf, PROMPT_LIST, None, tau, k, steps)
     outputs(wf, teacher, gate, name)
     return wf
+
+
+def sd15_prompt_list_refine(wf, prompts, batch_size, tau, k, steps):
+    """SD1.5 + LCM-LoRA on a prompt list (batch_size None: one sample per prompt) -> tau gate -> the
+    SD1.5 teacher refining from the gate's latent. -> (checkpoint, oracle loader, gate, teacher)."""
+    ckpt, student_model = sd15_student(wf)
+    encoded = prompt_list_node(wf, ckpt.CLIP, prompts)
+    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
+                 text=NEGATIVE)
+    empty = wf.add("EmptyLatentImage", "Student", 2, width=512, height=512, batch_size=batch_size or encoded.count)
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model,
+                     positive=encoded.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0,
+                     steps=5, cfg=1.0, schedule="lcm", denoise=1.0)
+    oracle, gate = oracle_nodes(wf, student.latent, ckpt.VAE, "", "tau", tau, k, "none", steps)
+    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=encoded.conditioning,
+                     negative=neg.CONDITIONING, latent=gate.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
+                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
+                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    return ckpt, oracle, gate, teacher
 
 
 def wf_two_students(schemas):
@@ -903,19 +910,7 @@ the average steps cover the whole chain. Save the second gate's images.
   is what matters here.
 - {SD15_NOTE_SCHEDULER}
 """, size=NOTE_SIZE)
-    ckpt, student_model = sd15_student(wf)
-    prompts = prompt_list_node(wf, ckpt.CLIP, [PROMPT_T2I])
-    neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
-                 text=NEGATIVE)
-    empty = wf.add("EmptyLatentImage", "Student", 2, width=512, height=512, batch_size=4)
-    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model,
-                     positive=prompts.conditioning, negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0,
-                     steps=5, cfg=1.0, schedule="lcm", denoise=1.0)
-    oracle, gate = oracle_nodes(wf, student.latent, ckpt.VAE, "", "tau", tau, k, "none", steps)
-    teacher = wf.add("StudentTeacherImprove", "Teacher", 0, model=ckpt.MODEL, positive=prompts.conditioning,
-                     negative=neg.CONDITIONING, latent=gate.latent, gate=gate.gate, vae=ckpt.VAE, strategy="refine",
-                     rollback_mode="strength", rollback=0.5, steps=steps, sampler_name="dpmpp_2m",
-                     scheduler="normal", cfg=TEACHER_CFG, seed=0)
+    ckpt, oracle, gate, teacher = sd15_prompt_list_refine(wf, [PROMPT_T2I], 4, tau, k, steps)
     gate2 = wf.add("StudentTeacherOracleGate", "Output", 0, title="Oracle Gate 2 (keep the better)",
                    latent=teacher.latent, vae=ckpt.VAE, oracle=oracle.oracle, prompt="", threshold_mode="tau",
                    tau=tau, k=k, calibration="none", budget=10.0, student_steps=0, teacher_steps=steps,
