@@ -8,7 +8,8 @@ import torch
 import comfy.utils
 import folder_paths
 
-from ..oracle.calibration import DEFAULT_KS, render_histogram, save_calibration_as
+from ..oracle.calibration import DEFAULT_KS, save_calibration_as
+from ..oracle.histogram import render_histogram
 from ..schedulers.errors import InputError
 from ..schedulers.record import records_of
 from .comfy_glue import check_interrupt

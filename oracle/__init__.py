@@ -4,7 +4,8 @@ Host-free: never imports ComfyUI; needs only torch, numpy, PIL, safetensors and 
 """
 from .base import Oracle
 from .calibration import (CalibrationError, CalibrationExists, percentile_thresholds, read_calibration,
-                          render_histogram, save_calibration_as, write_calibration)
+                          save_calibration_as, write_calibration)
+from .histogram import render_histogram
 from .checkpoint import OPTIONAL_KEYS, OracleLoadError, load_image_reward, read_state_dict
 from .image_reward import ImageReward, ImageRewardConfig
 from .scorer import ImageRewardOracle

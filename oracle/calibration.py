@@ -1,20 +1,28 @@
 """Calibration of reward thresholds: per-k percentiles tau_k of a score distribution.
 
-File format (the official ImageReward code's IR_percentiles_*.json): a JSON object whose
-top-level keys are the percentiles as strings and values the thresholds, e.g.
-``{"10": -0.61, "20": -0.17, ..., "90": 1.64}``. This pack may add a ``"metadata"`` object beside
-them (model, prompt set, sampler, ...); readers ignore it if they do not know it.
+File format (the official code's IR_percentiles_*.json): a JSON object whose top-level keys are
+the percentiles as strings and values the thresholds, e.g. ``{"10": -0.61, ..., "90": 1.64}``.
+This pack adds a ``"metadata"`` object beside them, which readers that do not know it ignore:
+the settings the scores were made with, the oracle that made them (name, kind, fingerprint) and,
+under ``"samples"``, the evidence itself -- each sample's prompt index, prompt id (a hash of its
+text) and raw score, in prompt-index order. With the raw scores any percentile is exact (not only
+the stored ones), files made in shards merge into exactly the file one run makes, and the
+histogram is drawn from the scores.
 """
+import hashlib
 import itertools
 import json
 import math
 import os
 import uuid
-from typing import Dict, Iterable, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
+SAMPLES = "samples"
+# metadata that says how and when a file was made, not what it measured: allowed to differ in a merge
+PROVENANCE = ("created", "merged_from", "n_scores", "score_mean", "score_std", "prompt_count", SAMPLES)
 
 
 class CalibrationError(ValueError):
@@ -65,23 +73,75 @@ def percentile_thresholds(scores, ks: Iterable = DEFAULT_KS) -> Dict[str, float]
     return {_k_key(k): float(v) for k, v in zip(ks, vals)}
 
 
+def prompt_id(prompt: str) -> str:
+    """A prompt's id in calibration files: the first 12 hex digits of its text's sha256."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+
+
+class Percentiles(Mapping):
+    """{k: tau_k} for every k in 0..100, computed from the raw scores on demand (numpy.percentile,
+    as the stored ones). Iterates over the integers 0..100."""
+
+    def __init__(self, scores):
+        self.scores = _clean_scores(scores)
+
+    def __getitem__(self, k) -> float:
+        kf = float(k)
+        if not 0.0 <= kf <= 100.0:
+            raise KeyError(k)
+        return float(np.percentile(self.scores, kf))
+
+    def __contains__(self, k) -> bool:
+        try:
+            return 0.0 <= float(k) <= 100.0
+        except (TypeError, ValueError):
+            return False
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(101))
+
+    def __len__(self) -> int:
+        return 101
+
+
+def calibration_data(scores, ks: Iterable = DEFAULT_KS, metadata: Optional[Mapping] = None,
+                     prompt_indices: Optional[Sequence[int]] = None,
+                     prompt_ids: Optional[Sequence[str]] = None) -> dict:
+    """The whole file's content. With prompt indices and ids, the raw scores are kept too, sorted by
+    prompt index (so shards merge into the same bytes as one run); the summary statistics are
+    computed from that order."""
+    a = _clean_scores(scores)
+    meta = dict(metadata or {})
+    if prompt_indices is not None:
+        if len(prompt_indices) != a.size or prompt_ids is None or len(prompt_ids) != a.size:
+            raise CalibrationError(f"{a.size} scores need as many prompt indices and prompt ids")
+        order = sorted(range(a.size), key=lambda i: (int(prompt_indices[i]), prompt_ids[i]))
+        a = a[order]
+        meta[SAMPLES] = {"prompt_index": [int(prompt_indices[i]) for i in order],
+                         "prompt_id": [str(prompt_ids[i]) for i in order],
+                         "score": [float(x) for x in a]}
+    data = percentile_thresholds(a, ks)
+    meta["n_scores"] = int(a.size)
+    meta["score_mean"] = float(a.mean())
+    meta["score_std"] = float(a.std())
+    data["metadata"] = meta
+    return data
+
+
 class CalibrationExists(CalibrationError, FileExistsError):
     """The calibration file is there already: a calibration is never replaced silently."""
 
 
-def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
-                      metadata: Optional[Mapping] = None) -> dict:
-    """Write {"10": tau, ..., "metadata": {...}} to a NEW file ``path``; returns the dict.
-    Raises CalibrationExists if ``path`` exists (nothing is overwritten). The file appears whole
-    or not at all (written beside it, then hard-linked into place). metadata gets "n_scores",
-    "score_mean", "score_std" unless it has them already."""
-    a = _clean_scores(scores)
-    data = percentile_thresholds(a, ks)
-    meta = dict(metadata or {})
-    meta.setdefault("n_scores", int(a.size))
-    meta.setdefault("score_mean", float(a.mean()))
-    meta.setdefault("score_std", float(a.std()))
-    data["metadata"] = meta
+def write_calibration(path, scores, ks: Iterable = DEFAULT_KS, metadata: Optional[Mapping] = None,
+                      prompt_indices: Optional[Sequence[int]] = None,
+                      prompt_ids: Optional[Sequence[str]] = None) -> dict:
+    """Write calibration_data(...) to a NEW file ``path``; returns the dict. Raises CalibrationExists
+    if ``path`` exists (nothing is overwritten). The file appears whole or not at all."""
+    return write_new(path, calibration_data(scores, ks, metadata, prompt_indices, prompt_ids))
+
+
+def write_new(path, data: dict) -> dict:
+    """Write `data` as JSON to a new file (written beside it, then hard-linked into place)."""
     try:
         text = json.dumps(data, indent=1, allow_nan=False) + "\n"
     except (TypeError, ValueError) as e:
@@ -110,8 +170,7 @@ def write_calibration(path, scores, ks: Iterable = DEFAULT_KS,
     return data
 
 
-def save_calibration_as(directory, name: str, scores, ks: Iterable = DEFAULT_KS,
-                        metadata: Optional[Mapping] = None) -> Tuple[str, dict]:
+def save_new_as(directory, name: str, data: dict) -> Tuple[str, dict]:
     """Write <name>.json in ``directory``, or <name>_2.json, <name>_3.json, ... when the name is
     taken, never replacing a file. Returns (path written, data)."""
     for n in itertools.count(1):
@@ -119,15 +178,18 @@ def save_calibration_as(directory, name: str, scores, ks: Iterable = DEFAULT_KS,
         if os.path.exists(path):
             continue
         try:
-            return path, write_calibration(path, scores, ks, metadata)
+            return path, write_new(path, data)
         except CalibrationExists:  # taken between the check and the write
             continue
 
 
-def read_calibration(path) -> Tuple[Dict[int, float], dict]:
-    """-> (taus {k: tau} with int k (float k if not integral), metadata dict ({} if none)).
-    Accepts the official IR_percentiles_*.json files (no metadata)."""
-    path = os.fspath(path)
+def save_calibration_as(directory, name: str, scores, ks: Iterable = DEFAULT_KS,
+                        metadata: Optional[Mapping] = None, prompt_indices=None, prompt_ids=None):
+    """save_new_as for freshly measured scores."""
+    return save_new_as(directory, name, calibration_data(scores, ks, metadata, prompt_indices, prompt_ids))
+
+
+def _load_json(path) -> dict:
     name = os.path.basename(path)
     try:
         with open(path, encoding="utf-8") as f:
@@ -141,9 +203,10 @@ def read_calibration(path) -> Tuple[Dict[int, float], dict]:
     if not isinstance(raw, dict):
         raise CalibrationError(f"calibration file {name} holds a {type(raw).__name__}, not an "
                                'object like {"10": -0.61, ..., "90": 1.64}')
-    meta = raw.get("metadata", {})
-    if not isinstance(meta, dict):
-        raise CalibrationError(f'calibration file {name}: "metadata" must be an object')
+    return raw
+
+
+def _stored_taus(raw: dict, name: str) -> Dict[float, float]:
     taus = {}
     for key, val in raw.items():
         if key == "metadata":
@@ -161,82 +224,111 @@ def read_calibration(path) -> Tuple[Dict[int, float], dict]:
         taus[int(kf) if kf.is_integer() else kf] = float(val)
     if not taus:
         raise CalibrationError(f'calibration file {name} has no percentiles; expected keys like "10" ... "90"')
-    return dict(sorted(taus.items())), meta
+    return dict(sorted(taus.items()))
 
 
-def _font(size):
-    from PIL import ImageFont
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
+def samples_of(meta: dict, name: str) -> Optional[dict]:
+    """The raw samples of a file's metadata (checked), or None when it has none."""
+    samples = meta.get(SAMPLES)
+    if samples is None:
+        return None
+    columns = ("prompt_index", "prompt_id", "score")
+    if not isinstance(samples, dict) or any(not isinstance(samples.get(c), list) for c in columns) or \
+            len({len(samples[c]) for c in columns}) != 1:
+        raise CalibrationError(f'calibration file {name}: metadata "{SAMPLES}" must hold three lists of one '
+                               'length: "prompt_index", "prompt_id", "score"')
+    if samples["score"]:
+        _clean_scores(samples["score"])  # finite numbers, or a CalibrationError
+    return samples
 
 
-def render_histogram(scores, taus: Mapping, width: int = 768, height: int = 384,
-                     title: str = "", bins: Optional[int] = None) -> np.ndarray:
-    """A histogram of the scores with one vertical line + label per percentile threshold,
-    drawn with PIL -> uint8 array [height, width, 3]."""
-    from PIL import Image, ImageDraw
+def read_calibration(path) -> Tuple[Mapping, dict]:
+    """-> (taus, metadata dict ({} if none)). taus maps k -> tau: the stored percentiles (int keys,
+    float keys for non-integral k), or, when the file keeps its raw scores, every k in 0..100
+    (Percentiles). Accepts the official IR_percentiles_*.json files (no metadata)."""
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    raw = _load_json(path)
+    meta = raw.get("metadata", {})
+    if not isinstance(meta, dict):
+        raise CalibrationError(f'calibration file {name}: "metadata" must be an object')
+    stored = _stored_taus(raw, name)
+    samples = samples_of(meta, name)
+    if not samples or not samples["score"]:
+        return stored, meta
+    exact = Percentiles(samples["score"])
+    for k, tau in stored.items():
+        if not math.isclose(exact[k], tau, rel_tol=1e-9, abs_tol=1e-12):
+            raise CalibrationError(f"calibration file {name}: its {k}th percentile ({tau:g}) is not the one its "
+                                   f"raw scores give ({exact[k]:g}); it was edited. Recalibrate, or delete "
+                                   f'"{SAMPLES}" from its metadata to use the stored thresholds')
+    return exact, meta
 
-    if width < 64 or height < 64:
-        raise CalibrationError(f"histogram size {width}x{height} is too small; use at least 64x64")
-    a = _clean_scores(scores)
-    tau_items = sorted(((float(k), float(v)) for k, v in taus.items()), key=lambda kv: kv[0])
-    lo = min([a.min()] + [v for _, v in tau_items])
-    hi = max([a.max()] + [v for _, v in tau_items])
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    pad = 0.03 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
-    nb = bins or int(np.clip(np.sqrt(a.size) * 2, 10, 60))
-    counts, edges = np.histogram(a, bins=nb, range=(lo, hi))
 
-    img = Image.new("RGB", (width, height), (255, 255, 255))
-    dr = ImageDraw.Draw(img)
-    fs = max(9, min(14, height // 28))
-    font = _font(fs)
-    left, right = 40, width - 12
-    top = 12 + (fs + 6 if title else 0)
-    label_rows = 3
-    bottom = height - (fs + 8) - 4
-    plot_top = top + label_rows * (fs + 3) + 4
-    if title:
-        dr.text((left, 6), title, fill=(0, 0, 0), font=font)
+def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT_KS) -> dict:
+    """Merge shards [(name, file content)] made with the same settings into the file one run over all
+    their prompts makes: the samples pooled and re-sorted, the percentiles and statistics recomputed.
+    Refuses files without raw scores, settings that differ, and a prompt present twice."""
+    if len(files) < 2:
+        raise CalibrationError("merging needs at least two calibration files")
+    settings, index, ids, scores = None, [], [], []
+    for name, raw in files:
+        meta = raw.get("metadata")
+        samples = samples_of(meta, name) if isinstance(meta, dict) else None
+        if not samples:
+            raise CalibrationError(f"{name} keeps no raw scores (an official file, or made before the pack kept "
+                                   "them), so it cannot be merged; recalibrate that shard")
+        mine = {k: v for k, v in meta.items() if k not in PROVENANCE}
+        if settings is None:
+            settings, first = mine, name
+        for key in sorted(set(settings) | set(mine)):
+            if settings.get(key) != mine.get(key):
+                raise CalibrationError(f"{name} was made with {key} = {mine.get(key)!r} but {first} with "
+                                       f"{settings.get(key)!r}; merge only shards of one calibration")
+        index += samples["prompt_index"]
+        ids += samples["prompt_id"]
+        scores += samples["score"]
+    seen = {}
+    for i, pid in zip(index, ids):
+        if i in seen:
+            what = "twice" if seen[i] == pid else f"with two different prompts ({seen[i]}, {pid})"
+            raise CalibrationError(f"prompt {i} is in the shards {what}; each shard must cover its own prompts "
+                                   "of one prompt list")
+        seen[i] = pid
+    meta = dict(settings, merged_from=[name for name, _ in files])
+    return calibration_data(scores, ks, meta, index, ids)
 
-    def x_of(v):
-        return left + (v - lo) / (hi - lo) * (right - left)
 
-    cmax = max(int(counts.max()), 1)
-    for c, e0, e1 in zip(counts, edges[:-1], edges[1:]):
-        if c == 0:
-            continue
-        y = bottom - (bottom - plot_top) * (c / cmax)
-        dr.rectangle([x_of(e0) + 0.5, y, max(x_of(e1) - 0.5, x_of(e0) + 0.5), bottom],
-                     fill=(90, 130, 200), outline=(60, 90, 150))
-    dr.line([(left, bottom), (right, bottom)], fill=(0, 0, 0), width=1)
-    dr.line([(left, plot_top), (left, bottom)], fill=(0, 0, 0), width=1)
-    dr.text((4, plot_top), str(cmax), fill=(0, 0, 0), font=font)
-    dr.text((4, bottom - fs), "0", fill=(0, 0, 0), font=font)
-    # x ticks: nice round values
-    span = hi - lo
-    step = 10 ** math.floor(math.log10(span / 5))
-    for mult in (1, 2, 5, 10):
-        if span / (step * mult) <= 8:
-            step *= mult
-            break
-    t = math.ceil(lo / step) * step
-    while t <= hi:
-        x = x_of(t)
-        dr.line([(x, bottom), (x, bottom + 3)], fill=(0, 0, 0))
-        lab = f"{t:g}"
-        dr.text((x - dr.textlength(lab, font=font) / 2, bottom + 4), lab, fill=(0, 0, 0), font=font)
-        t += step
-    for i, (k, v) in enumerate(tau_items):
-        x = x_of(v)
-        dr.line([(x, plot_top - 2), (x, bottom)], fill=(210, 40, 40), width=2)
-        lab = f"{_k_key(k)}%: {v:.3g}"
-        ty = top + (i % label_rows) * (fs + 3)
-        tw = dr.textlength(lab, font=font)
-        tx = min(max(left, x - tw / 2), right - tw)
-        dr.text((tx, ty), lab, fill=(170, 20, 20), font=font)
-    return np.asarray(img, dtype=np.uint8).copy()
+def oracle_identity(meta: dict) -> Tuple[str, Optional[str], Optional[str]]:
+    """(kind, name, fingerprint) of the oracle that made a calibration. Files that do not say -- the
+    official IR_percentiles files and this pack's before it kept the oracle -- hold ImageReward scores."""
+    oracle = meta.get("oracle")
+    if isinstance(oracle, dict):
+        return str(oracle.get("kind", "ImageReward")), oracle.get("name"), oracle.get("fingerprint")
+    return "ImageReward", oracle if isinstance(oracle, str) else None, None
+
+
+def check_made_by(meta: dict, kind: str, name: str, fingerprint: Optional[str], file: str) -> None:
+    """Refuse a calibration made with another oracle than (kind, name, fingerprint): its scores are on
+    another scale, or come from other weights, so its tau means nothing here."""
+    made_kind, made_name, made_print = oracle_identity(meta)
+    made = f"{made_kind}" + (f" ({made_name})" if made_name else "")
+    if made_kind != kind:
+        raise CalibrationError(f"{file} was made with {made}, but this oracle is {kind} ({name}); a threshold "
+                               "is only meaningful on its own oracle's scale")
+    if made_print and fingerprint and made_print != fingerprint:
+        raise CalibrationError(f"{file} was made with other {kind} weights ({made_name}, fingerprint {made_print}) "
+                               f"than this oracle's ({name}, {fingerprint})")
+
+
+def summary_statistics(meta: dict, name: str) -> Tuple[float, float]:
+    """(mean, std) of the scores a calibration measured: from its raw scores, else its stored statistics."""
+    samples = samples_of(meta, name)
+    if samples and samples["score"]:
+        a = _clean_scores(samples["score"])
+        return float(a.mean()), float(a.std())
+    if isinstance(meta.get("score_mean"), (int, float)) and isinstance(meta.get("score_std"), (int, float)):
+        return float(meta["score_mean"]), float(meta["score_std"])
+    raise CalibrationError(f"{name} has no score statistics (an official percentile file); make one with the "
+                           "Calibrate node")
+

@@ -18,6 +18,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
+from .base import weights_fingerprint
 from .image_reward import ImageReward, ImageRewardConfig
 
 OPTIONAL_KEYS = frozenset({
@@ -56,17 +57,16 @@ def _first_sentence(e: BaseException, limit: int = 200) -> str:
     return text.split(". ")[0].rstrip(".")[:limit]
 
 
-def sniff_format(path: str) -> str:
+def sniff_format(path: str, get_it: str = GET_IT) -> str:
     """'zip' (torch.save), 'pickle' (legacy torch.save / raw pickle), 'safetensors', or raise."""
     if not os.path.exists(path):
-        raise _fail(path, "the file does not exist",
-                    GET_IT)
+        raise _fail(path, "the file does not exist", get_it)
     if not os.path.isfile(path):
         raise _fail(path, "it is not a regular file", "pass the checkpoint file itself")
     size = os.path.getsize(path)
     if size == 0:
         raise _fail(path, "the file is empty (0 bytes; an interrupted download?)",
-                    "download it again: " + GET_IT)
+                    "download it again: " + get_it)
     with open(path, "rb") as f:
         head = f.read(16)
     if head[:4] == b"PK\x03\x04":
@@ -80,14 +80,14 @@ def sniff_format(path: str) -> str:
         if head[8:9] == b"{":
             raise _fail(path, f"it looks like a safetensors file but is truncated or corrupt (its "
                               f"header claims {n} bytes, the file has {size})",
-                        "convert or download it again: " + GET_IT)
+                        "convert or download it again: " + get_it)
     kind = "a text or JSON file" if head.lstrip()[:1] in (b"{", b"[") or head.isascii() else \
         "an unknown binary format"
     raise _fail(path, f"it is not a model checkpoint (it looks like {kind}, neither a PyTorch "
-                      ".pt/.pth file nor a .safetensors file)", GET_IT)
+                      ".pt/.pth file nor a .safetensors file)", get_it)
 
 
-def _read_torch(path: str) -> object:
+def _read_torch(path: str, get_it: str) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -99,31 +99,31 @@ def _read_torch(path: str) -> object:
             raise _fail(path, "refused: the file's pickle asks to build objects or call code that a "
                               "safe weights-only load does not allow, so it was NOT run "
                               f"({detail}); the file may be malicious or is not a plain state dict",
-                        GET_IT) from None
+                        get_it) from None
         raise _fail(path, f"the pickle data is corrupt or not a checkpoint ({msg.strip()[:200]})",
-                    "download it again: " + GET_IT) from None
+                    "download it again: " + get_it) from None
     except (RuntimeError, EOFError, ValueError, OSError, struct.error, KeyError) as e:
         raise _fail(path, f"the file is truncated or corrupt ({type(e).__name__}: "
                           f"{_first_sentence(e)})",
-                    "download or convert it again (compare its size with the original: "
-                    "ImageReward.pt is 1,786,880,927 bytes); " + GET_IT) from None
+                    "download or convert it again (compare its size with the original's); " + get_it) from None
 
 
-def _read_safetensors(path: str) -> Dict[str, torch.Tensor]:
+def _read_safetensors(path: str, get_it: str) -> Dict[str, torch.Tensor]:
     from safetensors.torch import load_file
     try:
         return load_file(path, device="cpu")
     except Exception as e:  # SafetensorError, OSError, ...
         raise _fail(path, f"the safetensors file is truncated or corrupt ({type(e).__name__}: "
                           f"{_first_sentence(e)})",
-                    "convert or download it again: " + GET_IT) from None
+                    "convert or download it again: " + get_it) from None
 
 
-def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
-    """Raw tensors of a checkpoint file (wrappers removed), nothing validated yet."""
+def read_state_dict(path: str, get_it: str = GET_IT) -> Dict[str, torch.Tensor]:
+    """Raw tensors of a checkpoint file (wrappers removed), nothing validated yet. `get_it` is the
+    fix an error suggests (where the file comes from)."""
     path = os.fspath(path)
-    fmt = sniff_format(path)
-    obj = _read_safetensors(path) if fmt == "safetensors" else _read_torch(path)
+    fmt = sniff_format(path, get_it)
+    obj = _read_safetensors(path, get_it) if fmt == "safetensors" else _read_torch(path, get_it)
     if isinstance(obj, dict):
         for w in WRAPPER_KEYS:
             inner = obj.get(w)
@@ -132,11 +132,11 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
                 break
     if not isinstance(obj, dict) or not obj:
         raise _fail(path, f"it holds a {type(obj).__name__}, not a state dict of tensors",
-                    GET_IT)
+                    get_it)
     bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise _fail(path, f"{len(bad)} entries are not tensors ({_list(map(str, bad))}); it is not "
-                          "a plain state dict", GET_IT)
+                          "a plain state dict", get_it)
     return obj
 
 
@@ -191,13 +191,20 @@ def load_image_reward(path, device="cpu", dtype=torch.float32,
     """Load an ImageReward checkpoint (.pt/.pth via weights-only torch.load, or .safetensors)
     strictly into ImageReward, in eval mode, without gradients, on ``device`` in ``dtype``."""
     path = os.fspath(path)
-    sd, config = validate_state_dict(read_state_dict(path), path, config)
+    return image_reward_from_state_dict(read_state_dict(path), path, device, dtype, config)
+
+
+def image_reward_from_state_dict(raw: Dict[str, torch.Tensor], path, device="cpu", dtype=torch.float32,
+                                 config: Optional[ImageRewardConfig] = None) -> ImageReward:
+    """ImageReward from the raw tensors of the file `path` (checked strictly, as load_image_reward)."""
+    sd, config = validate_state_dict(raw, path, config)
     with torch.device("meta"):
         model = ImageReward(config)
     try:
         model.load_state_dict(sd, strict=True, assign=True)
     except RuntimeError as e:  # pragma: no cover - validate_state_dict checks the same things
         raise _fail(path, f"load_state_dict failed: {e}", GET_IT) from None
+    model.fingerprint = weights_fingerprint(sd)
     del sd
     model = model.to(device=device, dtype=dtype)
     model.requires_grad_(False)

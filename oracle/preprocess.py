@@ -1,26 +1,30 @@
-"""Image preprocessing for ImageReward.
+"""Image preprocessing for the oracles (ImageReward, and the CLIP-family scores).
 
-``exact`` reproduces the original pipeline bit for bit, with PIL + numpy only:
-    torchvision Resize(S, BICUBIC) of the short side (PIL resample; the long side becomes
+Every oracle's reference resizes a PIL image:
+    Resize(S, BICUBIC) of the short side (PIL resample; the long side becomes
     int(S * long / short), truncated; no resize at all when the short side already is S)
-    -> CenterCrop(S) (offsets int(round((dim - S) / 2)), Python rounding) -> RGB -> ToTensor
-    (/255) -> Normalize(CLIP mean, CLIP std), all in float32.
-ComfyUI IMAGE floats are first turned into uint8 as ComfyUI's SaveImage does:
+    -> CenterCrop(S) -> RGB -> /255 -> Normalize(CLIP mean, CLIP std), all in float32.
+The centre crop's offsets differ by reference: torchvision (ImageReward, open_clip, HPSv2) rounds
+(dim - S) / 2 with Python's round(); Hugging Face's CLIPImageProcessor (PickScore, transformers
+CLIP) floors it. ComfyUI IMAGE floats are first turned into uint8 as ComfyUI's SaveImage does:
     np.clip(255. * x, 0, 255).astype(np.uint8)   (truncation, not rounding)
+Alpha channels are ignored; grey images are repeated to RGB.
 
-``fast`` does the same geometry as one batched torch bicubic interpolation (antialias=True) on
-the model's device, with the same uint8 quantisation before and after; it drifts slightly from
-PIL's filter (see README, "The ImageReward oracle", for the measured score drift).
+``exact`` runs that pipeline with PIL + numpy, one image at a time. ``fast`` runs it batched in
+torch on the model's device, with Pillow's own resampling arithmetic (oracle/pil_resize.py), and
+gives the same pixels bit for bit.
 """
 from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
+
+from .pil_resize import pil_bicubic_resize
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CROP_ROUNDINGS = ("round", "floor")
 
 ImagesLike = Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]]
 
@@ -32,8 +36,13 @@ def resized_size(h: int, w: int, size: int) -> Tuple[int, int]:
     return (new_long, new_short) if w <= h else (new_short, new_long)
 
 
-def crop_offsets(h: int, w: int, size: int) -> Tuple[int, int]:
-    """torchvision's CenterCrop offsets (top, left)."""
+def crop_offsets(h: int, w: int, size: int, rounding: str = "round") -> Tuple[int, int]:
+    """Centre-crop offsets (top, left): torchvision's CenterCrop ("round", Python rounding) or
+    Hugging Face's center_crop ("floor")."""
+    if rounding == "floor":
+        return (h - size) // 2, (w - size) // 2
+    if rounding != "round":
+        raise ValueError(f"crop rounding {rounding!r}: use 'round' (torchvision) or 'floor' (transformers)")
     return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
 
 
@@ -76,21 +85,19 @@ def _to_pil(arr: np.ndarray) -> Image.Image:
         arr = arr[..., 0]
     if arr.ndim == 2:
         return Image.fromarray(arr, "L")
-    if arr.shape[-1] == 3:
-        return Image.fromarray(arr, "RGB")
-    if arr.shape[-1] == 4:
-        return Image.fromarray(arr, "RGBA")
+    if arr.shape[-1] in (3, 4):
+        return Image.fromarray(np.ascontiguousarray(arr[..., :3]), "RGB")
     raise ValueError(f"images must have 1, 3 or 4 channels, got {arr.shape[-1]}")
 
 
-def exact_one(image, size: int) -> torch.Tensor:
-    """One image -> [3, size, size] float32 CPU, identical to the original transform."""
+def exact_one(image, size: int, crop: str = "round") -> torch.Tensor:
+    """One image -> [3, size, size] float32 CPU, identical to the reference transform."""
     im = _to_pil(to_uint8(image))
     w, h = im.size
     nh, nw = resized_size(h, w, size)
     if (nh, nw) != (h, w):
         im = im.resize((nw, nh), Image.BICUBIC)
-    top, left = crop_offsets(nh, nw, size)
+    top, left = crop_offsets(nh, nw, size, crop)
     if (top, left, nh, nw) != (0, 0, size, size):
         im = im.crop((left, top, left + size, top + size))
     arr = np.asarray(im.convert("RGB"))
@@ -100,12 +107,12 @@ def exact_one(image, size: int) -> torch.Tensor:
     return t.sub_(mean).div_(std)
 
 
-def preprocess_exact(images: ImagesLike, size: int = 224) -> torch.Tensor:
+def preprocess_exact(images: ImagesLike, size: int = 224, crop: str = "round") -> torch.Tensor:
     """-> [B, 3, size, size] float32 CPU (images of different sizes allowed)."""
-    return torch.stack([exact_one(im, size) for im in split_images(images)])
+    return torch.stack([exact_one(im, size, crop) for im in split_images(images)])
 
 
-def _fast_group(x: torch.Tensor, size: int) -> torch.Tensor:
+def _fast_group(x: torch.Tensor, size: int, crop: str) -> torch.Tensor:
     """x [B,H,W,C] float 0..1 or uint8 on the target device -> [B,3,size,size] float32."""
     if x.dtype == torch.uint8:
         x = x.to(torch.float32)
@@ -118,20 +125,18 @@ def _fast_group(x: torch.Tensor, size: int) -> torch.Tensor:
         x = x[..., :3]
     elif c != 3:
         raise ValueError(f"images must have 1, 3 or 4 channels, got {c}")
-    x = x.permute(0, 3, 1, 2) / 255.0
+    x = x.permute(0, 3, 1, 2)
     h, w = x.shape[-2:]
     nh, nw = resized_size(h, w, size)
-    if (nh, nw) != (h, w):
-        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
-        x = (x * 255.0).round_().clamp_(0, 255) / 255.0  # PIL returns uint8
-    top, left = crop_offsets(nh, nw, size)
-    x = x[..., top: top + size, left: left + size]
+    top, left = crop_offsets(nh, nw, size, crop)
+    x = pil_bicubic_resize(x, nh, nw, slice(top, top + size), slice(left, left + size))
+    x = x.to(torch.float32) / 255.0
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device)[:, None, None]
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device)[:, None, None]
     return (x - mean) / std
 
 
-def preprocess_fast(images: ImagesLike, size: int = 224, device=None) -> torch.Tensor:
+def preprocess_fast(images: ImagesLike, size: int = 224, device=None, crop: str = "round") -> torch.Tensor:
     """Batched torch preprocessing on ``device`` -> [B, 3, size, size] float32 there."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(images)
@@ -141,7 +146,7 @@ def preprocess_fast(images: ImagesLike, size: int = 224, device=None) -> torch.T
         if images.ndim != 4:
             raise ValueError(f"images must be [B, H, W, C] (ComfyUI IMAGE), got shape "
                              f"{tuple(images.shape)}")
-        return _fast_group(images.to(device) if device is not None else images, size)
+        return _fast_group(images.to(device) if device is not None else images, size, crop)
     outs = []
     for im in split_images(images):
         im = torch.as_tensor(im)
@@ -149,5 +154,5 @@ def preprocess_fast(images: ImagesLike, size: int = 224, device=None) -> torch.T
             im = im[..., None]
         if device is not None:
             im = im.to(device)
-        outs.append(_fast_group(im[None], size))
+        outs.append(_fast_group(im[None], size, crop))
     return torch.cat(outs)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from oracle.calibration import (DEFAULT_KS, CalibrationError, CalibrationExists, percentile_thresholds,
-                                read_calibration, render_histogram, save_calibration_as, write_calibration)
+                                read_calibration, save_calibration_as, write_calibration)
+from oracle.histogram import render_histogram
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REF = os.path.join(ROOT, "calibration")  # the paper's IR_percentiles_*.json, shipped as presets

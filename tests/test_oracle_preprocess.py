@@ -1,4 +1,5 @@
-"""Preprocessing: `exact` is bit-identical to the original torchvision pipeline; `fast` is close."""
+"""Preprocessing: `exact` is bit-identical to the original torchvision pipeline, and `fast` (PIL's
+resampling re-done in torch) to `exact`, on smooth, noisy, binary and odd-sized images."""
 import numpy as np
 import pytest
 import torch
@@ -64,14 +65,32 @@ def test_exact_matches_torchvision_bit_for_bit(hw):
     assert torch.equal(ours, ref)
 
 
-def test_fast_is_close_to_exact():
-    for hw in [(256, 320), (96, 64), (427, 640), (224, 224)]:
-        a = torch.from_numpy(img(*hw)).float() / 255.0
-        e = preprocess_exact([a], 224)
-        f = preprocess_fast(a[None], 224)
+def adversarial(h, w, pattern, seed=0):
+    rs = np.random.RandomState(seed)
+    if pattern == "noise":
+        return rs.randint(0, 256, (h, w, 3)).astype(np.uint8)
+    if pattern == "binary":
+        return (rs.rand(h, w, 3) > 0.5).astype(np.uint8) * 255
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.repeat((((yy + xx) % 2) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
+@pytest.mark.parametrize("crop", ["round", "floor"])
+@pytest.mark.parametrize("pattern", ["noise", "binary", "checker"])
+def test_fast_equals_exact(pattern, crop):
+    for hw in [(256, 320), (96, 64), (427, 640), (224, 224), (1024, 1024), (31, 700), (225, 224)]:
+        a = torch.from_numpy(adversarial(*hw, pattern)).float() / 255.0
+        e = preprocess_exact([a], 224, crop=crop)
+        f = preprocess_fast(a[None], 224, crop=crop)
         assert f.shape == e.shape == (1, 3, 224, 224)
-        # in normalised units (1/255 of range ~ 0.015)
-        assert (f - e).abs().mean() < 0.03, hw
+        assert torch.equal(f, e), (hw, pattern, crop)
+
+
+def test_crop_offsets_floor_like_transformers():
+    assert crop_offsets(224, 335, 224, rounding="floor") == (0, 55)
+    assert crop_offsets(225, 224, 224, rounding="floor") == (0, 0)
+    with pytest.raises(ValueError):
+        crop_offsets(224, 335, 224, rounding="ceil")
 
 
 def test_fast_batch_and_list_inputs():

@@ -27,7 +27,7 @@ GOLDEN_PROMPTS = [
 ]
 
 
-def _generator(seed: int, name: str) -> torch.Generator:
+def named_generator(seed: int, name: str) -> torch.Generator:
     digest = hashlib.sha256(f"{int(seed)}/{name}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
@@ -38,7 +38,7 @@ def standin_tensor(name: str, shape, dtype: str, seed: int) -> torch.Tensor:
     shape = tuple(int(s) for s in shape)
     if dtype == "int64":  # BERT's position_ids buffer: 0..n-1
         return torch.arange(shape[-1], dtype=torch.int64).expand(*shape).clone()
-    z = torch.randn(shape, generator=_generator(seed, name), dtype=torch.float32)
+    z = torch.randn(shape, generator=named_generator(seed, name), dtype=torch.float32)
     leaf = name.rsplit(".", 1)[-1]
     if len(shape) == 1:
         normish = "norm" in name.lower() or leaf == "gamma"

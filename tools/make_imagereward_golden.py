@@ -22,11 +22,13 @@ import argparse
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from tools.side_env import make_venv as make_venv_with, offline_env, sh  # noqa: E402
+
 OUT_DIR = os.path.join(REPO, "tests", "data", "imagereward")
 VOCAB = os.path.join(REPO, "oracle", "bert-base-uncased-vocab.txt")
 PINS = ["torch==2.13.0", "torchvision==0.28.0", "transformers==4.55.4", "timm==0.6.13",
@@ -41,37 +43,9 @@ MED_CONFIG = {
 }
 
 
-def sh(*cmd, **kw):
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, **kw)
-
-
 def make_venv(venv):
-    py = os.path.join(venv, "bin", "python")
-    if not os.path.exists(py):
-        sh(sys.executable, "-m", "venv", venv)
-    constraints = os.path.join(venv, "constraints.txt")
-    with open(constraints, "w") as f:
-        f.write("torch==2.13.0\n")
-    pip = [py, "-m", "pip", "install", "-q", "-c", constraints]
-    sh(*pip, *PINS)
-    sh(*pip, "--no-build-isolation", "fairscale==0.4.13")
-    sh(*pip, "--no-deps", "image-reward==1.5")
-    sh(py, "-c", GUARD_TORCHVISION)
-    return py
-
-
-GUARD_TORCHVISION = r'''
-import importlib.util, pathlib
-p = pathlib.Path(importlib.util.find_spec("torchvision").origin).parent / "_meta_registrations.py"
-s = p.read_text()
-for op in ("nms", "qnms"):
-    old = f'@torch.library.register_fake("torchvision::{op}")\ndef meta_{op}('
-    if old in s:
-        s = s.replace(old, f"def meta_{op}(")
-        s += f'\nif torchvision.extension._has_ops():\n    torch.library.register_fake("torchvision::{op}")(meta_{op})\n'
-p.write_text(s)
-'''
+    return make_venv_with(venv, PINS, ["--no-build-isolation", "fairscale==0.4.13"],
+                          ["--no-deps", "image-reward==1.5"])
 
 
 def offline_hf_cache(root):
@@ -108,7 +82,6 @@ def run_original(seed, out_dir):
     import transformers
     from PIL import Image
 
-    sys.path.insert(0, REPO)
     from tools.imagereward_standin import GOLDEN_PROMPTS, golden_images, key_spec_of, standin_state_dict
 
     original = import_original()
@@ -157,7 +130,7 @@ def main():
     py = make_venv(a.venv)
     with tempfile.TemporaryDirectory() as hf:
         offline_hf_cache(hf)
-        env = dict(os.environ, HF_HOME=hf, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH="")
+        env = offline_env(HF_HOME=hf)
         sh(py, os.path.abspath(__file__), "--inside", "--seed", str(a.seed), "--out", a.out, env=env)
 
 

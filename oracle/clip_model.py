@@ -1,0 +1,200 @@
+"""CLIP-family scorers' models (CLIP, PickScore, HPSv2) as transformers' CLIPModel, from local files.
+
+Two key layouts are read:
+- transformers (``text_model.*``, ``vision_model.*``, ``text_projection.weight``, ...): Hugging Face
+  CLIPModel files such as openai/clip-vit-large-patch14 or yuvalkirstain/PickScore_v1;
+- open_clip (``transformer.resblocks.*``, ``visual.*``, ...): OpenCLIP checkpoints such as ViT-bigG-14
+  or HPS_v2.1_compressed.pt, converted on load (attention in_proj split into q/k/v, the two
+  projections transposed; nothing is recomputed, so the weights are the same numbers).
+Every size comes from the tensors' shapes. What no checkpoint stores -- attention heads and the
+activation -- comes from the model family, recognised by the vision width (FAMILIES), or from a
+transformers config.json saved beside the weights as ``<file name without extension>.json``.
+"""
+import json
+import math
+import os
+import re
+from typing import Dict, Mapping, Optional, Tuple
+
+import torch
+
+from .checkpoint import _fail
+
+TEXT, VISION = "text_model.", "vision_model."
+OPTIONAL_KEYS = frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"})
+# vision width -> (vision heads, activation). OpenAI's CLIPs (B, L) use QuickGELU; LAION's
+# OpenCLIP H, g and bigG (and PickScore and HPSv2, fine-tuned from ViT-H) use GELU.
+FAMILIES = {768: (12, "quick_gelu"), 1024: (16, "quick_gelu"), 1280: (16, "gelu"), 1408: (16, "gelu"),
+            1664: (16, "gelu")}
+LAYER_RENAMES = (("ln_1.", "layer_norm1."), ("ln_2.", "layer_norm2."), ("mlp.c_fc.", "mlp.fc1."),
+                 ("mlp.c_proj.", "mlp.fc2."), ("attn.out_proj.", "self_attn.out_proj."))
+TOP_RENAMES = {
+    "token_embedding.weight": TEXT + "embeddings.token_embedding.weight",
+    "positional_embedding": TEXT + "embeddings.position_embedding.weight",
+    "ln_final.weight": TEXT + "final_layer_norm.weight", "ln_final.bias": TEXT + "final_layer_norm.bias",
+    "visual.class_embedding": VISION + "embeddings.class_embedding",
+    "visual.positional_embedding": VISION + "embeddings.position_embedding.weight",
+    "visual.conv1.weight": VISION + "embeddings.patch_embedding.weight",
+    "visual.ln_pre.weight": VISION + "pre_layrnorm.weight", "visual.ln_pre.bias": VISION + "pre_layrnorm.bias",
+    "visual.ln_post.weight": VISION + "post_layernorm.weight",
+    "visual.ln_post.bias": VISION + "post_layernorm.bias",
+    "logit_scale": "logit_scale",
+}
+TRANSPOSED = {"text_projection": "text_projection.weight", "visual.proj": "visual_projection.weight"}
+
+
+def clip_layout(sd: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """'transformers', 'open_clip', or None when the keys are neither CLIP layout."""
+    if any(k.startswith(TEXT) for k in sd) and any(k.startswith(VISION) for k in sd):
+        return "transformers"
+    if any(k.startswith("transformer.resblocks.") for k in sd) and \
+            any(k.startswith("visual.transformer.resblocks.") for k in sd):
+        return "open_clip"
+    return None
+
+
+def from_open_clip(sd: Mapping[str, torch.Tensor], path: str, get_it: str) -> Dict[str, torch.Tensor]:
+    """open_clip keys -> transformers CLIPModel keys (views of the same tensors)."""
+    out, unknown = {}, []
+    block = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
+    for key, t in sd.items():
+        m = block.match(key)
+        if key in TOP_RENAMES:
+            out[TOP_RENAMES[key]] = t
+        elif key in TRANSPOSED:
+            out[TRANSPOSED[key]] = t.t()
+        elif m:
+            prefix = f"{VISION if m.group(1) else TEXT}encoder.layers.{m.group(2)}."
+            rest = m.group(3)
+            if rest in ("attn.in_proj_weight", "attn.in_proj_bias"):
+                kind = rest.rsplit("_", 1)[-1]
+                if t.shape[0] % 3:
+                    raise _fail(path, f"{key} has {t.shape[0]} rows, not 3 x width", get_it)
+                for name, part in zip(("q", "k", "v"), t.chunk(3, dim=0)):
+                    out[f"{prefix}self_attn.{name}_proj.{kind}"] = part
+                continue
+            for old, new in LAYER_RENAMES:
+                if rest.startswith(old):
+                    out[prefix + new + rest[len(old):]] = t
+                    break
+            else:
+                unknown.append(key)
+        else:
+            unknown.append(key)
+    if unknown:
+        raise _fail(path, f"{len(unknown)} key(s) this open_clip model does not use: "
+                          f"{', '.join(sorted(unknown)[:5])}{' ...' if len(unknown) > 5 else ''} (only "
+                          "the plain OpenCLIP ViT text/image towers are supported)", get_it)
+    return out
+
+
+def _count(sd, prefix) -> int:
+    pattern = re.compile(re.escape(prefix) + r"(\d+)\.")
+    found = {int(m.group(1)) for k in sd for m in [pattern.match(k)] if m}
+    if not found:
+        raise KeyError(prefix + "0.*")
+    return max(found) + 1
+
+
+def sidecar_config(path: Optional[str]) -> dict:
+    """A transformers CLIPConfig saved beside the weights as <stem>.json, or {}."""
+    if not path:
+        return {}
+    side = os.path.splitext(os.fspath(path))[0] + ".json"
+    if not os.path.isfile(side):
+        return {}
+    try:
+        with open(side, encoding="utf-8") as f:
+            cfg = json.load(f)
+    except (OSError, ValueError) as e:
+        raise _fail(side, f"cannot read it as a transformers config.json ({e})",
+                    "delete it, or save the model's config.json there") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("vision_config", {}), dict):
+        raise _fail(side, "it is not a transformers CLIP config.json (no vision_config object)",
+                    "delete it, or save the model's config.json there")
+    return cfg
+
+
+def clip_config(sd: Mapping[str, torch.Tensor], side: Optional[dict] = None):
+    """transformers CLIPConfig for a transformers-layout state dict (sizes from the shapes)."""
+    from transformers import CLIPConfig
+
+    def shape(key):
+        if key not in sd:
+            raise KeyError(key)
+        return tuple(sd[key].shape)
+
+    side = side or {}
+    width = shape(VISION + "embeddings.class_embedding")[0]
+    heads, act = FAMILIES.get(width, (max(1, width // 64), "gelu"))
+    patch = shape(VISION + "embeddings.patch_embedding.weight")[-1]
+    positions = shape(VISION + "embeddings.position_embedding.weight")[0] - 1
+    grid = math.isqrt(max(positions, 0))
+    if positions <= 0 or grid * grid != positions:
+        raise ValueError(f"{VISION}embeddings.position_embedding.weight holds {positions} patch positions, "
+                         "not a square grid")
+    vocab, text_width = shape(TEXT + "embeddings.token_embedding.weight")
+    projection = shape("text_projection.weight")[0]
+    if shape("visual_projection.weight")[0] != projection:
+        raise ValueError("the text and image projections have different output sizes")
+    vision = dict(hidden_size=width, intermediate_size=shape(VISION + "encoder.layers.0.mlp.fc1.weight")[0],
+                  num_hidden_layers=_count(sd, VISION + "encoder.layers."), num_attention_heads=heads,
+                  image_size=grid * patch, patch_size=patch, hidden_act=act, layer_norm_eps=1e-5,
+                  projection_dim=projection)
+    text = dict(vocab_size=vocab, hidden_size=text_width,
+                intermediate_size=shape(TEXT + "encoder.layers.0.mlp.fc1.weight")[0],
+                num_hidden_layers=_count(sd, TEXT + "encoder.layers."),
+                num_attention_heads=max(1, text_width // 64),
+                max_position_embeddings=shape(TEXT + "embeddings.position_embedding.weight")[0],
+                hidden_act=act, layer_norm_eps=1e-5, projection_dim=projection,
+                bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=0)
+    for mine, theirs in ((vision, side.get("vision_config") or {}), (text, side.get("text_config") or {})):
+        mine.update({k: theirs[k] for k in ("num_attention_heads", "hidden_act", "layer_norm_eps") if k in theirs})
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection)
+
+
+def expected_shapes(config) -> Dict[str, Tuple[int, ...]]:
+    from transformers import CLIPModel
+    with torch.device("meta"):
+        return {k: tuple(v.shape) for k, v in CLIPModel(config).state_dict().items()}
+
+
+def validate_clip(sd: Mapping[str, torch.Tensor], path: str, get_it: str, side: Optional[dict] = None):
+    """Strict check of a transformers-layout state dict -> (tensors, CLIPConfig). Raises OracleLoadError."""
+    sd = {k: v for k, v in sd.items() if k not in OPTIONAL_KEYS}
+    try:
+        config = clip_config(sd, side)
+    except KeyError as e:
+        raise _fail(path, f"missing key {e.args[0]} (needed to work out the model's sizes)", get_it) from None
+    except ValueError as e:
+        raise _fail(path, f"inconsistent shapes: {e}", get_it) from None
+    expected = expected_shapes(config)
+    missing, unexpected = set(expected) - set(sd), set(sd) - set(expected)
+    wrong = [f"{k} expected {list(expected[k])}, found {list(sd[k].shape)}"
+             for k in sorted(set(expected) & set(sd)) if tuple(sd[k].shape) != expected[k]]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {', '.join(sorted(missing)[:5])}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(sorted(unexpected)[:5])}")
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) of the wrong shape: " + "; ".join(wrong[:3]))
+    not_float = sorted(k for k in sd if not sd[k].is_floating_point())
+    if not_float:
+        problems.append(f"{len(not_float)} non-float tensor(s): {', '.join(not_float[:5])}")
+    if problems:
+        raise _fail(path, "it does not match the CLIP layout: " + "; ".join(problems), get_it)
+    return sd, config
+
+
+def build_clip(sd: Mapping[str, torch.Tensor], config):
+    """transformers CLIPModel holding these tensors (no copy), eval mode, no gradients."""
+    from transformers import CLIPModel
+    with torch.device("meta"):
+        model = CLIPModel(config)
+    model.load_state_dict(dict(sd), strict=True, assign=True)
+    for module in model.modules():  # buffers no checkpoint stores are still on the meta device
+        ids = getattr(module, "position_ids", None)
+        if isinstance(ids, torch.Tensor) and ids.is_meta:
+            module.register_buffer("position_ids", torch.arange(ids.shape[-1]).expand(1, -1), persistent=False)
+    return model.eval().requires_grad_(False)

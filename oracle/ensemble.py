@@ -1,0 +1,84 @@
+"""An ensemble of oracles: several judges agreeing, for users who do not trust one.
+
+Scores of different oracles live on different scales (ImageReward ~ N(0, 1) on real images, PickScore
+~ 20, CLIP score ~ 30), so each member's score is first standardised with the mean and standard
+deviation of that member's own calibration -- the same student, prompts and settings -- and the
+ensemble's score is the weighted mean of these z-scores:
+
+    score = sum_i w_i * (s_i - mean_i) / std_i  /  sum_i w_i
+
+A z-score of 0 is the calibrated student's average sample under that judge. The ensemble is an Oracle
+of its own (kind "Ensemble"), so it is calibrated and gated like any other; its fingerprint covers
+the members' weights and statistics, so a calibration of another mix is refused.
+"""
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .calibration import CalibrationError, check_made_by, summary_statistics
+
+KIND = "Ensemble"
+
+
+@dataclass(frozen=True)
+class Member:
+    oracle: object          # an Oracle
+    mean: float
+    std: float
+    weight: float = 1.0
+
+
+def member_from_calibration(oracle, meta: dict, file: str, weight: float = 1.0) -> Member:
+    """A member standardised by the calibration `file` (its metadata `meta`), which `oracle` must
+    have made. Raises CalibrationError."""
+    check_made_by(meta, oracle.kind, oracle.name, getattr(oracle, "fingerprint", None), file)
+    mean, std = summary_statistics(meta, file)
+    if not std > 0:
+        raise CalibrationError(f"{file}: its scores do not vary (std {std:g}), so they cannot be standardised; "
+                               "calibrate on more prompts")
+    return Member(oracle, mean, std, weight)
+
+
+class EnsembleOracle:
+    """Weighted mean of calibrated z-scores of several oracles; implements ``Oracle``."""
+
+    kind = KIND
+
+    def __init__(self, members: Sequence[Member], name: Optional[str] = None):
+        members = list(members)
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two oracles")
+        for m in members:
+            if not (math.isfinite(m.weight) and m.weight >= 0):
+                raise ValueError(f"member weights must be finite and >= 0, got {m.weight}")
+        if not sum(m.weight for m in members) > 0:
+            raise ValueError("at least one member needs a weight above 0")
+        self.members = members
+        self.name = name or " + ".join(f"{m.oracle.name}" for m in members)
+        h = hashlib.sha256()
+        for m in members:
+            h.update(f"{m.oracle.kind}|{getattr(m.oracle, 'fingerprint', '')}|{m.mean!r}|{m.std!r}|{m.weight!r};"
+                     .encode())
+        self.fingerprint = h.hexdigest()[:16]
+
+    def z_scores(self, images, prompts: Union[str, Sequence[str]]) -> torch.Tensor:
+        """[members, B] standardised scores (members of weight 0 are not run and read 0)."""
+        rows = []
+        for m in self.members:
+            if m.weight == 0:
+                rows.append(None)
+                continue
+            rows.append((m.oracle.score(images, prompts).double() - m.mean) / m.std)
+        size = next(r for r in rows if r is not None).shape
+        return torch.stack([r if r is not None else torch.zeros(size, dtype=torch.float64) for r in rows])
+
+    def score(self, images, prompts: Union[str, Sequence[str]]) -> torch.Tensor:
+        z = self.z_scores(images, prompts)
+        w = torch.tensor([m.weight for m in self.members], dtype=torch.float64)
+        return ((w[:, None] * z).sum(0) / w.sum()).float()
+
+    def __repr__(self):
+        return f"EnsembleOracle({self.name!r}, weights={[m.weight for m in self.members]})"
