@@ -18,7 +18,8 @@ else:
         paths = list(paths) + ([path] if path not in paths else [])
         folder_paths.folder_names_and_paths[name] = (paths, set(exts) | set(extensions))
 
-    _register_folder("image_reward", os.path.join(MODELS, "image_reward"), WEIGHT_EXTENSIONS)
+    _register_folder("oracles", os.path.join(MODELS, "oracles"), WEIGHT_EXTENSIONS)
+    _register_folder("image_reward", os.path.join(MODELS, "image_reward"), WEIGHT_EXTENSIONS)  # read too
     _register_folder("image_reward_calibration", os.path.join(MODELS, "image_reward", "calibration"), {".json"})
     _register_folder("image_reward_calibration", os.path.join(PACK_DIR, "calibration"), {".json"})
     _register_folder("student_teacher_prompts", os.path.join(PACK_DIR, "prompts"), {".txt"})

@@ -1,10 +1,10 @@
 """ComfyUI adapters: read inputs, call the host-free core, call ComfyUI's samplers and VAE."""
 from .adaptive import AdaptiveSampler
-from .calibrate import CalibrateThreshold
+from .calibrate import CalibrateThreshold, MergeCalibrations
 from .common import PREFIX, rejecting_nonfinite_floats
 from .gate import OracleGate
 from .guidance import AttachGuidanceEmbedding, LoadGuidedStudent
-from .oracle_nodes import LoadImageRewardOracle, ScoreImages
+from .oracle_nodes import EnsembleOracles, LoadImageRewardOracle, ScoreImages
 from .prompts import EncodePrompts
 from .retry import StudentRetry
 from .rollback import RollbackNoise
@@ -19,14 +19,16 @@ _NODES = {
     LoadGuidedStudent: "Load Guidance-Embedded Student",
     AttachGuidanceEmbedding: "Attach Guidance Embedding (w)",
     RouteStudents: "Route Prompts to Students",
-    LoadImageRewardOracle: "Load ImageReward Oracle",
+    LoadImageRewardOracle: "Load Oracle (ImageReward, PickScore, HPSv2, CLIP)",
+    EnsembleOracles: "Ensemble Oracles (calibrated z-scores)",
     OracleGate: "Oracle Gate (student/teacher)",
     Improve: "Teacher Improve (refine / regenerate)",
     StudentRetry: "Student Retry (before the teacher)",
     RollbackNoise: "Rollback Noise (student -> teacher)",
     AdaptiveSampler: "Adaptive Student-Teacher Sampler",
-    ScoreImages: "Score Images (ImageReward)",
+    ScoreImages: "Score Images (oracle)",
     CalibrateThreshold: "Calibrate Oracle Threshold",
+    MergeCalibrations: "Merge Calibrations (shards)",
 }
 
 NODE_CLASS_MAPPINGS = {PREFIX + cls.__name__: rejecting_nonfinite_floats(cls) for cls in _NODES}

@@ -8,13 +8,15 @@ import torch
 import comfy.utils
 import folder_paths
 
-from ..oracle.calibration import DEFAULT_KS, save_calibration_as
+from ..oracle.calibration import (DEFAULT_KS, CalibrationError, calibration_data, merge_calibrations, prompt_id,
+                                  save_new_as)
 from ..oracle.histogram import render_histogram
 from ..schedulers.errors import InputError
 from ..schedulers.record import records_of
 from .comfy_glue import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature
-from .gate import CALIBRATION_FOLDER
+from .gate import (CALIBRATION_FOLDER, NO_CALIBRATION, calibration_choices, calibration_signature, load_calibration,
+                   oracle_label)
 from .prompts import NO_FILE, PROMPTS_FOLDER, encode_prompts, prompt_list
 from .student import ConsistencySampler, student_sample
 
@@ -22,9 +24,14 @@ SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's
 TOO_FEW = "give at least 2 prompts, one per line (hundreds for a stable tau; the paper uses 500 held-out captions)"
 
 
+def now() -> str:
+    return datetime.datetime.now().isoformat(timespec="seconds")
+
+
 def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, height, steps, cfg, schedule,
-                   seed, batch_size, w=""):
-    """Score one student sample per prompt; sample i uses batch index i of the seed. Returns the
+                   seed, batch_size, w="", first=0):
+    """Score one student sample per prompt; the sample of prompt i of the list uses batch index i of
+    the seed (prompts[0] is prompt `first`), so a shard draws the samples one run would. Returns the
     scores and the w each sample embedded (None for a student without a guidance embedding)."""
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
     scores, ws = [], []
@@ -32,7 +39,7 @@ def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, he
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         latent = {"samples": torch.zeros([len(chunk), 4, height // 8, width // 8]),
-                  "batch_index": list(range(start, start + len(chunk)))}
+                  "batch_index": list(range(first + start, first + start + len(chunk)))}
         out = student_sample(model, encode_prompts(clip, chunk), negative, latent, seed, steps, cfg, schedule, w=w)
         scores.append(oracle.score(vae.decode(out["samples"]), chunk))
         ws += [r.w for r in records_of(out)]
@@ -44,7 +51,9 @@ def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, he
 class CalibrateThreshold:
     DESCRIPTION = ("Makes a calibration file: generates one student sample per held-out prompt, scores them "
                    "with the oracle and saves the 10th..90th percentiles ({\"10\": tau, ...}, the format of the "
-                   "paper's IR_percentiles_*.json) plus the settings used, to models/image_reward/calibration/. "
+                   "paper's IR_percentiles_*.json) plus the settings, the oracle and every raw score (so any k is "
+                   "exact and shards merge), to models/image_reward/calibration/. Split a long prompt list over "
+                   "machines with first_prompt and max_prompts, then merge with Merge Calibrations. "
                    "Use the same steps, cfg and size as the gate's student. With several students (routing), one "
                    "file per student from the same prompts, in one run.")
     CATEGORY = CATEGORY
@@ -62,7 +71,7 @@ class CalibrateThreshold:
             "model": ("MODEL", {"tooltip": "The student, exactly as the gate's graph uses it."}),
             "clip": ("CLIP", {"tooltip": "Encodes each prompt."}),
             "vae": ("VAE", {"tooltip": "Decodes the samples for the oracle."}),
-            "oracle": (ORACLE_TYPE, {"tooltip": "From Load ImageReward Oracle."}),
+            "oracle": (ORACLE_TYPE, {"tooltip": "From Load Oracle (or Ensemble Oracles)."}),
             "prompts": ("STRING", {"multiline": True, "default": "",
                                    "tooltip": "Held-out prompts, one per line (ignored when prompts_file is set)."}),
             "prompts_file": (files, {"default": SHIPPED_PROMPTS if SHIPPED_PROMPTS in files else NO_FILE,
@@ -81,6 +90,10 @@ class CalibrateThreshold:
                                                "file exists, as <filename>_2.json (never overwritten)."}),
         }, "optional": {
             **ConsistencySampler.INPUT_TYPES()["optional"],
+            "first_prompt": ("INT", {"default": 0, "min": 0, "max": 100000,
+                                     "tooltip": "Start at this prompt of the list (0 = the first): one shard of a "
+                                                "calibration split over runs or machines. Each prompt keeps its seed "
+                                                "and id, so Merge Calibrations makes the file one run would."}),
             **{f"student_{i}": ("MODEL", {"tooltip": f"Routed students: student {i}, calibrated on the same prompts "
                                                      f"and seeds into <filename>_student{i}.json (the first model "
                                                      "then goes to <filename>_student1.json)."}) for i in (2, 3, 4)},
@@ -91,38 +104,101 @@ class CalibrateThreshold:
         return file_signature(PROMPTS_FOLDER, prompts_file) if prompts_file != NO_FILE else ""
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
-            steps, cfg, schedule, seed, batch_size, filename, w="", **more_students):
+            steps, cfg, schedule, seed, batch_size, filename, w="", first_prompt=0, **more_students):
         name = os.path.basename(filename.strip()).removesuffix(".json")
         if not name:
             raise InputError("filename", "empty file name", "give a name such as lcm_sd15_4steps")
-        texts = prompt_list(prompts, prompts_file, max_prompts, at_least=2, fix=TOO_FEW)
+        first = int(first_prompt)
+        texts = prompt_list(prompts, prompts_file, at_least=2, fix=TOO_FEW)[first:]
+        texts = texts[:max_prompts] if max_prompts else texts
+        if len(texts) < 2:
+            raise InputError("first_prompt" if first else "prompts", f"{len(texts)} prompt(s) from prompt {first} on",
+                             TOO_FEW if not first else "lower first_prompt, or give more prompts")
         students = [model] + [more_students[f"student_{i}"] for i in range(2, 5) if more_students.get(f"student_{i}")]
         images, lines = [], []
         for s, student in enumerate(students):
             scores, ws = student_scores(student, clip, vae, oracle, texts, negative_prompt, width, height, steps, cfg,
-                                        schedule, seed, batch_size, w)
+                                        schedule, seed, batch_size, w, first)
             meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
                     "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(texts),
-                    "prompts_file": prompts_file, "oracle": oracle.name, "seed": int(seed),
+                    "prompts_file": prompts_file, "seed": int(seed),
+                    "oracle": {"name": oracle.name, "kind": oracle.kind, "fingerprint": oracle.fingerprint},
                     "student": f"student {s + 1}", "model": type(student.model.model_config).__name__,
-                    "negative_prompt": negative_prompt, "created": datetime.datetime.now().isoformat(timespec="seconds")}
+                    "negative_prompt": negative_prompt, "created": now()}
             image, text = save_student_calibration(name if len(students) == 1 else f"{name}_student{s + 1}", scores,
-                                                   meta, f"{len(texts)} prompts, {steps} steps, cfg {cfg:g}")
+                                                   meta, f"{oracle_label(oracle)}, {len(texts)} prompts, {steps} "
+                                                   f"steps, cfg {cfg:g}", range(first, first + len(texts)), texts)
             images.append(image)
             lines.append(text)
         summary = "\n\n".join(lines)
         return {"ui": {"text": [summary]}, "result": (torch.cat(images), summary)}
 
 
-def save_student_calibration(name, scores, meta, caption):
-    """Write <name>.json (or <name>_2.json, ...: never over a file) -> (histogram IMAGE, summary)."""
+def save_student_calibration(name, scores, meta, caption, prompt_indices, prompts):
+    """Write <name>.json (or <name>_2.json, ...: never over a file) with the raw scores of the prompts
+    (their index in the list, their id) -> (histogram IMAGE, summary)."""
+    data = calibration_data(scores, DEFAULT_KS, meta, list(prompt_indices), [prompt_id(p) for p in prompts])
+    return save_and_draw(name, data, caption)
+
+
+def save_and_draw(name, data, caption):
+    """Save calibration `data` as <name>.json (or <name>_2.json, ...) -> (histogram IMAGE, summary)."""
     out_dir = folder_paths.get_folder_paths(CALIBRATION_FOLDER)[0]
-    path, data = save_calibration_as(out_dir, name, scores, DEFAULT_KS, meta)
+    path, data = save_new_as(out_dir, name, data)
     saved = os.path.basename(path)
     taus = {int(k): v for k, v in data.items() if k != "metadata"}
-    hist = render_histogram(scores, taus, title=f"{saved}: {caption}")
+    hist = render_histogram(data["metadata"]["samples"]["score"], taus, title=f"{saved}: {caption}")
     where = f"saved {path}"
     if saved != name + ".json":
         where += f" ({name}.json exists already and was left as it is)"
     summary = where + "\n" + "\n".join(f"k={k}: tau={t:+.4f}" for k, t in taus.items())
     return torch.from_numpy(np.asarray(hist, dtype=np.float32) / 255.0)[None], summary
+
+
+class MergeCalibrations:
+    DESCRIPTION = ("Merges calibration shards -- the same student, settings, oracle and prompt list, split over runs "
+                   "or machines with the Calibrate node's first_prompt and max_prompts -- into exactly the file one run "
+                   "over all their prompts makes (raw scores pooled, percentiles recomputed). Refuses shards that "
+                   "differ in anything but their prompts, or share a prompt. Saves to models/image_reward/calibration/.")
+    CATEGORY = CATEGORY
+    FUNCTION = "run"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("histogram", "summary")
+    OUTPUT_TOOLTIPS = ("Histogram of all the scores with the percentile lines.", "Saved path and thresholds.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        def shard(i):
+            return (calibration_choices(), {"tooltip": f"Shard {i}: a calibration made by the Calibrate node."})
+        return {"required": {
+            "calibration": shard(1),
+            "calibration_2": shard(2),
+            "filename": ("STRING", {"default": "merged",
+                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if that file "
+                                               "exists, as <filename>_2.json (never overwritten)."}),
+        }, "optional": {"calibration_3": shard(3), "calibration_4": shard(4)}}
+
+    IS_CHANGED = classmethod(calibration_signature)
+
+    def run(self, calibration, calibration_2, filename, calibration_3=NO_CALIBRATION, calibration_4=NO_CALIBRATION):
+        name = os.path.basename(filename.strip()).removesuffix(".json")
+        if not name:
+            raise InputError("filename", "empty file name", "give a name such as lcm_sd15_4steps")
+        chosen = [("calibration", calibration), ("calibration_2", calibration_2), ("calibration_3", calibration_3),
+                  ("calibration_4", calibration_4)]
+        shards = []
+        for input_name, file in chosen:
+            meta = load_calibration(file, input_name)[1]
+            if file != NO_CALIBRATION:
+                shards.append((input_name, file, meta))
+        if len(shards) < 2:
+            raise InputError("calibration_2", "merging needs at least two calibration files", "choose a second shard")
+        try:
+            data = merge_calibrations([(file, {"metadata": meta}) for _, file, meta in shards])
+            data["metadata"]["created"] = now()
+        except CalibrationError as e:
+            culprit = next((i for i, file, _ in shards if file in str(e)), "calibration")
+            raise InputError(culprit, str(e), "choose shards of one calibration (same settings, own prompts)") from None
+        image, text = save_and_draw(name, data, f"{len(shards)} shards, {data['metadata']['n_scores']} prompts")
+        return {"ui": {"text": [text]}, "result": (image, text)}

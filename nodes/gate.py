@@ -6,7 +6,7 @@ import torch
 
 import folder_paths
 
-from ..oracle.calibration import CalibrationError, read_calibration
+from ..oracle.calibration import CalibrationError, check_made_by, read_calibration
 from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
 from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, keep_better, resolve_threshold
@@ -27,15 +27,33 @@ def calibration_choices():
     return [NO_CALIBRATION] + folder_paths.get_filename_list(CALIBRATION_FOLDER)
 
 
-def load_calibration(name):
+def load_calibration(name, input_name="calibration"):
     """(taus, metadata) of a calibration file, or (None, {}) for none."""
     if not name or name == NO_CALIBRATION:
         return None, {}
-    path = full_path(CALIBRATION_FOLDER, name, "calibration", "the calibration JSON (the Calibrate node makes one)")
+    path = full_path(CALIBRATION_FOLDER, name, input_name, "the calibration JSON (the Calibrate node makes one)")
     try:
         return read_calibration(path)
     except CalibrationError as e:
-        raise InputError("calibration", str(e), "pick another file, or make it again with the Calibrate node") from None
+        raise InputError(input_name, str(e), "pick another file, or make it again with the Calibrate node") from None
+
+
+def oracle_id(oracle) -> str:
+    """What a gate stage records of its scorer: scores of the same kind and weights are comparable."""
+    return f"{oracle.kind} {oracle.fingerprint}"
+
+
+def oracle_label(oracle) -> str:
+    return oracle.kind if oracle.name == oracle.kind else f"{oracle.kind} ({oracle.name})"
+
+
+def check_calibration_oracle(meta, name, input_name, oracle):
+    """A calibration made with another oracle than the gate's is refused: its tau is on another scale."""
+    try:
+        check_made_by(meta, oracle.kind, oracle.name, oracle.fingerprint, name)
+    except CalibrationError as e:
+        raise InputError(input_name, str(e), "choose a calibration made with this oracle, or make one with the "
+                         "Calibrate node and this oracle") from None
 
 
 def calibration_signature(node_class, calibration=NO_CALIBRATION, **inputs):
@@ -97,7 +115,10 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
         if threshold_mode == "budget" and not steps:
             raise InputError("student_steps", "budget mode needs the student's step count and the latent does not "
                              "say it", "set student_steps")
-        taus, meta = load_calibration(name)
+        input_name = "calibration" if number == 1 else f"calibration_{number}"
+        taus, meta = load_calibration(name, input_name)
+        if taus is not None and threshold_mode != "tau":
+            check_calibration_oracle(meta, name, input_name, oracle)
         if taus is None and threshold_mode != "tau" and number > 1:
             raise InputError(f"calibration_{number}", f"{label} has no calibration",
                              f"choose {label}'s calibration file (each student scores differently)")
@@ -111,15 +132,16 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
     gated = {**latent, "samples": samples}
     decision = decide(scores, [thresholds[r.student] for r in records], records, images=images,
                       budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes,
-                      new_scores=new_scores)
+                      new_scores=new_scores, oracle=oracle_id(oracle), oracle_name=oracle_label(oracle))
     return dataclasses.replace(decision, latent=with_records(gated, decision.records, images=list(images)))
 
 
 def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
-    """Decode and score only the samples that changed since a gate scored them (a gate after an
-    improver); the others keep their score and decoded image. keep_better_on: a sample an improver made
-    score lower goes back to its earlier version. -> (samples, images, scores, new scores of the
-    samples sent back, else None)."""
+    """Decode and score only the samples that changed since a gate of this oracle scored them (a gate
+    after an improver); the others keep their score and decoded image. keep_better_on: a sample an
+    improver made score lower goes back to its earlier version (scored by this oracle too, when an
+    earlier gate used another). -> (samples, images, scores, new scores of the samples sent back, else None)."""
+    me = oracle_id(oracle)
     samples = latent["samples"]
     images = list(rows_of(latent, IMAGES_KEY))   # decoded by the gate or improver before
     missing = [i for i in range(len(records)) if images[i] is None]
@@ -128,28 +150,39 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
         for i, image in zip(missing, vae.decode(samples[missing])):
             images[i] = image
     check_interrupt()
-    fresh = [i for i, r in enumerate(records) if not r.scored or r.score is None]
+    fresh = [i for i, r in enumerate(records) if not r.scored_by(me)]
     new = oracle.score(torch.stack([images[i] for i in fresh]), [texts[i] for i in fresh]).tolist() if fresh else []
     scores = [records[i].score for i in range(len(records))]
     for i, score in zip(fresh, new):
         scores[i] = score
     new_scores = [None] * len(records)
     if keep_better_on:
-        earlier = rows_of(latent, EARLIER_KEY)
-        before = [records[i].score if earlier[i] is not None else None for i in fresh]
+        earlier = [list(row) if row is not None else None for row in rows_of(latent, EARLIER_KEY)]
+        before = [records[i].earlier_score(me) if earlier[i] is not None else None for i in fresh]
+        unscored = [j for j, i in enumerate(fresh) if earlier[i] is not None and before[j] is None]
+        if unscored:  # an earlier gate used another oracle: score the earlier versions on this one's scale
+            for j in unscored:
+                row = earlier[fresh[j]]
+                if row[1] is None:
+                    row[1] = vae.decode(row[0][None])[0]
+            again = oracle.score(torch.stack([earlier[fresh[j]][1] for j in unscored]),
+                                 [texts[fresh[j]] for j in unscored]).tolist()
+            for j, value in zip(unscored, again):
+                before[j] = value
         back = [i for i, revert in zip(fresh, keep_better(new, before)) if revert]
         samples = samples.clone()
         for i in back:
             samples[i], images[i] = earlier[i]
             if images[i] is None:  # the improver had no decoded image of it
                 images[i] = vae.decode(samples[i:i + 1])[0]
-            new_scores[i], scores[i] = scores[i], records[i].score
+            new_scores[i], scores[i] = scores[i], before[fresh.index(i)]
     return samples, torch.stack(images), torch.tensor(scores, dtype=torch.float32), new_scores
 
 
 class OracleGate:
     DESCRIPTION = ("Decodes the student's samples, scores each against its prompt with the oracle "
-                   "(ImageReward), and keeps the samples scoring at least tau; the others go to the teacher. "
+                   "(ImageReward, PickScore, HPSv2, CLIP score or an ensemble), and keeps the samples scoring at "
+                   "least tau; the others go to the teacher. A calibration made with another oracle is refused. "
                    "tau is given directly, or is the k-th percentile of a calibration file, or is the percentile "
                    "an average-steps budget affords (S + k/100 * R). Shows every sample with its score. Chained "
                    "after an improver, it decodes and scores only the samples that stage changed, and can keep "
@@ -169,7 +202,7 @@ class OracleGate:
         return {"required": {
             "latent": ("LATENT", {"tooltip": "The student's samples."}),
             "vae": ("VAE", {"tooltip": "Decodes the samples for the oracle (once; the images are reused)."}),
-            "oracle": (ORACLE_TYPE, {"tooltip": "The scorer, from Load ImageReward Oracle."}),
+            "oracle": (ORACLE_TYPE, {"tooltip": "The scorer, from Load Oracle (or Ensemble Oracle)."}),
             "prompt": ("STRING", {"multiline": True, "default": "",
                                   "tooltip": "The prompt the samples were made for (the oracle scores image-text "
                                              "agreement). Leave empty when the prompts come from Encode Prompt "
@@ -181,10 +214,11 @@ class OracleGate:
                                                                   "percentile from the calibration file. budget: the "
                                                                   "largest calibrated k whose average cost "
                                                                   "S + k/100*R fits the budget."}),
-            "tau": ("FLOAT", {"default": 0.0, "min": -10.0, "max": 10.0, "step": 0.01,
+            "tau": ("FLOAT", {"default": 0.0, "min": -100.0, "max": 100.0, "step": 0.01,
                               "tooltip": "Score threshold (threshold_mode tau): samples scoring below it go to "
-                                         "the teacher."}),
-            "k": ("INT", {"default": 50, "min": 0, "max": 100, "step": 10,
+                                         "the teacher. On the oracle's scale: ImageReward ~ -2..2, PickScore "
+                                         "~ 18..23, HPSv2 ~ 0.2..0.3, CLIP score ~ 20..35, ensemble ~ -2..2."}),
+            "k": ("INT", {"default": 50, "min": 0, "max": 100, "step": 1,
                           "tooltip": "Percentile (threshold_mode percentile): about k% of samples go to the "
                                      "teacher. 0 keeps all, 100 improves all."}),
             "calibration": (calibration_choices(), {"tooltip": "Calibration JSON ({\"10\": tau, ...}) from "

@@ -265,6 +265,13 @@ def read_calibration(path) -> Tuple[Mapping, dict]:
     return exact, meta
 
 
+def _comparable(key, value):
+    """A setting as shards must agree on it: the oracle by kind and weights, not by its file's name."""
+    if key == "oracle" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if k != "name"}
+    return value
+
+
 def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT_KS) -> dict:
     """Merge shards [(name, file content)] made with the same settings into the file one run over all
     their prompts makes: the samples pooled and re-sorted, the percentiles and statistics recomputed.
@@ -282,7 +289,7 @@ def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT
         if settings is None:
             settings, first = mine, name
         for key in sorted(set(settings) | set(mine)):
-            if settings.get(key) != mine.get(key):
+            if _comparable(key, settings.get(key)) != _comparable(key, mine.get(key)):
                 raise CalibrationError(f"{name} was made with {key} = {mine.get(key)!r} but {first} with "
                                        f"{settings.get(key)!r}; merge only shards of one calibration")
         index += samples["prompt_index"]
@@ -295,7 +302,7 @@ def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT
             raise CalibrationError(f"prompt {i} is in the shards {what}; each shard must cover its own prompts "
                                    "of one prompt list")
         seen[i] = pid
-    meta = dict(settings, merged_from=[name for name, _ in files])
+    meta = dict(settings, prompt_count=len(scores), merged_from=[name for name, _ in files])
     return calibration_data(scores, ks, meta, index, ids)
 
 

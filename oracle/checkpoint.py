@@ -27,7 +27,7 @@ OPTIONAL_KEYS = frozenset({
     "blip.text_encoder.embeddings.position_ids",
 })
 WRAPPER_KEYS = ("state_dict", "model")  # also accepted: {"state_dict": sd} / {"model": sd}
-WEIGHT_EXTENSIONS = (".pt", ".pth", ".safetensors")
+WEIGHT_EXTENSIONS = (".pt", ".pth", ".bin", ".safetensors")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 GET_IT = "download ImageReward.pt (huggingface.co/THUDM/ImageReward) into ComfyUI/models/image_reward/"

@@ -22,9 +22,10 @@ from .scorer import ImageRewardOracle
 
 KINDS = ("ImageReward",) + CLIP_KINDS
 FOLDER = "ComfyUI/models/oracles/"
-GET_ANY = (f"put an oracle file in {FOLDER}: ImageReward.pt (THUDM/ImageReward), PickScore_v1's "
-           "model.safetensors (yuvalkirstain/PickScore_v1), HPS_v2.1_compressed.pt (xswu/HPSv2), or a CLIP "
-           "model (openai/clip-vit-large-patch14's model.safetensors, OpenCLIP ViT-bigG-14's open_clip_pytorch_model.bin)")
+EXPECTED_FILES = ("ImageReward.pt (THUDM/ImageReward), PickScore_v1's model.safetensors (yuvalkirstain/PickScore_v1), "
+                  "HPS_v2.1_compressed.pt (xswu/HPSv2), or a CLIP model (openai/clip-vit-large-patch14's "
+                  "model.safetensors, OpenCLIP ViT-bigG-14's open_clip_pytorch_model.bin)")
+GET_ANY = f"put an oracle file in {FOLDER}: {EXPECTED_FILES}"
 
 
 class KindMismatch(OracleLoadError):

@@ -65,6 +65,7 @@ class GateDecision:
     budget_teacher_steps: Optional[int] = None   # the R a budget threshold assumed
     notes: Tuple[str, ...] = ()
     latent: Optional[dict] = None                # the gated LATENT (keep-the-better may have restored rows)
+    oracle_name: Optional[str] = None            # who scored, for reports: "PickScore (PickScore_v1.safetensors)"
 
     @property
     def batch_size(self) -> int:
@@ -89,7 +90,7 @@ class GateDecision:
 
     def lines(self) -> List[str]:
         students = student_labels(self.records)
-        out = []
+        out = [f"oracle: {self.oracle_name}"] if self.oracle_name else []
         for label, threshold in dict.fromkeys(zip([r.student for r in self.records], self.thresholds)):
             out.append(f"{label}: {threshold.how}" if len(students) > 1 else threshold.how)
         for r in self.records:
@@ -110,10 +111,13 @@ class GateDecision:
 def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
            images: Optional[torch.Tensor] = None, budget_teacher_steps: Optional[int] = None,
            notes: Sequence[str] = (), new_scores: Optional[Sequence[Optional[float]]] = None,
-           latent: Optional[dict] = None) -> GateDecision:
+           latent: Optional[dict] = None, oracle: Optional[str] = None,
+           oracle_name: Optional[str] = None) -> GateDecision:
     """Keep the samples scoring at least their tau; `threshold` is one Threshold for all samples or
     one per sample (its student's). Each record gets this gate's stage; `new_scores` marks the samples
-    whose earlier version was kept because it scored higher (keep_better)."""
+    whose earlier version was kept because it scored higher (keep_better). `oracle` identifies the
+    scorer in each gate stage (a later gate re-scores what another oracle scored); `oracle_name` is
+    shown in the report."""
     scores = scores.detach().float().cpu().reshape(-1)
     if len(records) != scores.shape[0]:
         raise InputError("latent", f"{len(records)} samples but {scores.shape[0]} scores",
@@ -122,9 +126,11 @@ def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
     accepted = scores >= torch.tensor([t.tau for t in thresholds], dtype=torch.float32)
     new_scores = new_scores or [None] * len(records)
     gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok),
-                               settings={"tau": t.tau, **({"new_score": new} if new is not None else {})}))
+                               settings={"tau": t.tau, "oracle": oracle,
+                                         **({"new_score": new} if new is not None else {})}))
                   for r, s, ok, t, new in zip(records, scores.tolist(), accepted.tolist(), thresholds, new_scores))
-    return GateDecision(scores, accepted, thresholds, gated, images, budget_teacher_steps, tuple(notes), latent)
+    return GateDecision(scores, accepted, thresholds, gated, images, budget_teacher_steps, tuple(notes), latent,
+                        oracle_name)
 
 
 def keep_better(new: Sequence[float], earlier: Sequence[Optional[float]]) -> List[bool]:

@@ -56,10 +56,19 @@ class SampleRecord:
         """The latest score an oracle gave this sample."""
         return next((s.score for s in reversed(self.stages) if s.score is not None), None)
 
-    @property
-    def scored(self) -> bool:
-        """Whether the sample is unchanged since an oracle scored it (its last stage is a gate)."""
-        return bool(self.stages) and self.stages[-1].kind == "gate"
+    def scored_by(self, oracle: Optional[str]) -> bool:
+        """Whether the sample is unchanged since `oracle` (a gate's settings["oracle"]) scored it: its
+        last stage is a gate of that oracle. Another oracle's score is on another scale."""
+        last = self.stages[-1] if self.stages else None
+        return last is not None and last.kind == "gate" and last.score is not None and \
+            last.settings.get("oracle") == oracle
+
+    def earlier_score(self, oracle: Optional[str]) -> Optional[float]:
+        """The score `oracle` gave the version before the latest change (the last non-gate stage), if
+        it scored that version."""
+        changed = max((i for i, s in enumerate(self.stages) if s.kind != "gate"), default=-1)
+        return next((s.score for s in reversed(self.stages[:changed]) if s.kind == "gate" and
+                     s.score is not None and s.settings.get("oracle") == oracle), None)
 
 
 def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:

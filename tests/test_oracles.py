@@ -178,11 +178,12 @@ def test_edited_calibration_is_refused(tmp_path):
 def test_shards_merge_into_the_file_one_run_makes():
     s = scores(30)
     meta = {"steps": 4, "oracle": {"kind": "PickScore", "name": "p", "fingerprint": "f"}}
-    whole = shard(range(30), s, dict(meta, created="monday"))
-    parts = [("a.json", shard([0, 5, 29, 7], s, dict(meta, created="tuesday"))),
+    whole = shard(range(30), s, dict(meta, created="monday", prompt_count=30))
+    renamed = dict(meta, oracle=dict(meta["oracle"], name="p renamed"), created="tuesday")  # same weights
+    parts = [("a.json", shard([0, 5, 29, 7], s, renamed)),
              ("b.json", shard([i for i in range(30) if i not in (0, 5, 29, 7)], s, dict(meta, created="friday")))]
-    merged = merge_calibrations(parts)
-    assert merged["metadata"].pop("merged_from") == ["a.json", "b.json"]
+    merged = merge_calibrations(parts[::-1])
+    assert merged["metadata"].pop("merged_from") == ["b.json", "a.json"]
     whole["metadata"].pop("created")
     assert json.dumps(merged, sort_keys=True) == json.dumps(whole, sort_keys=True)
 
@@ -192,6 +193,9 @@ def test_merge_refuses_mixed_settings_duplicates_and_official_files():
     a = shard(range(5), s, {"steps": 4})
     with pytest.raises(CalibrationError, match="steps"):
         merge_calibrations([("a", a), ("b", shard(range(5, 10), s, {"steps": 8}))])
+    other = {"steps": 4, "oracle": {"kind": "HPSv2", "name": "p", "fingerprint": "f"}}
+    with pytest.raises(CalibrationError, match="oracle"):
+        merge_calibrations([("a", a), ("b", shard(range(5, 10), s, other))])
     with pytest.raises(CalibrationError, match="prompt 4"):
         merge_calibrations([("a", a), ("b", shard(range(4, 10), s, {"steps": 4}))])
     with pytest.raises(CalibrationError, match="no raw scores"):

@@ -63,9 +63,20 @@ def test_a_chain_of_stages_keeps_each_samples_history_and_cost():
     kept = student(1).then(Stage("gate", score=1.0, kept=True))
     assert [s.kind for s in taught.stages] == ["student", "gate", "retry", "gate", "teacher"]
     assert taught.cost == 20 and kept.cost == 4 and average_cost([taught, kept]) == 12
-    assert retried.scored and not taught.scored and not student(2).scored and taught.score == -0.5
+    assert retried.scored_by(None) and not taught.scored_by(None) and not student(2).scored_by(None)
+    assert taught.score == -0.5 and taught.earlier_score(None) == -0.5
     assert stage_line([taught, kept]) == "stages: student 4 steps x 2/2, retry 4 steps x 1/2, teacher 12 steps x 1/2"
     assert cost_line([taught, kept]) == "average steps spent: 12 per sample"  # not student + teacher alone
+
+
+def test_scores_of_another_oracle_do_not_count():
+    by_a = Stage("gate", score=0.3, kept=True, settings={"oracle": "A"})
+    by_b = Stage("gate", score=21.0, kept=True, settings={"oracle": "B"})
+    r = student(0).then(by_a)
+    assert r.scored_by("A") and not r.scored_by("B")
+    improved = r.then(by_b).then(Stage("teacher", steps=8))
+    assert improved.earlier_score("A") == 0.3 and improved.earlier_score("B") == 21.0
+    assert r.then(Stage("retry", steps=4)).earlier_score("B") is None  # B never saw the earlier version
 
 
 def test_decoded_images_and_earlier_versions_follow_their_rows_and_go_stale_with_them():

@@ -35,7 +35,7 @@ class CountingVAE:
 
 class ScriptedOracle:
     """Scores each image by its mean brightness, optionally shifted per call; counts the images it scores."""
-    name = "scripted"
+    name, kind, fingerprint = "scripted", "ImageReward", "scripted"
 
     def __init__(self, shifts=()):
         self.images, self.shifts = 0, list(shifts)

@@ -76,7 +76,7 @@ def test_each_sample_of_a_prompt_batch_equals_its_prompt_alone(host):
 
 class RecordingOracle:
     """An IR_ORACLE stand-in that remembers which prompt it got for which image."""
-    name = "recording"
+    name, kind, fingerprint = "recording", "ImageReward", "recording"
 
     def __init__(self):
         self.calls = []

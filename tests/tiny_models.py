@@ -22,6 +22,11 @@ TINY_CONTROLNET_SD15 = "tiny_controlnet_sd15.safetensors"
 TINY_LCM_LORA_SD15 = "tiny_lcm_lora_sd15.safetensors"
 TINY_LCM_LORA_SDXL = "tiny_lcm_lora_sdxl.safetensors"
 TINY_IMAGE_REWARD = "tiny_image_reward.safetensors"
+# CLIP-family oracles (models/oracles/): ViT-H's layouts cut down (tools/clip_standin.py); the kind
+# comes from the name, as for the real files
+TINY_PICKSCORE = "tiny_pickscore.safetensors"     # transformers layout, like PickScore_v1
+TINY_HPS = "tiny_hps_v2.safetensors"              # open_clip layout, like HPS_v2.1_compressed.pt
+TINY_CLIP = "tiny_clip_vit.safetensors"           # transformers layout, read as CLIP score
 # guidance-embedded students: a UNet-only file (ldm keys + time_embed.cond_proj) and an SDXL checkpoint
 # keeping the layer under the name stable-diffusion.cpp meets in converted files
 TINY_GUIDED_SD15_UNET = "tiny_guided_sd15_unet.safetensors"
@@ -259,6 +264,16 @@ def _build_image_reward(path):
     _save(standin_state_dict(spec, seed=SEED % 1000), path, {"st_tiny": f"v{BUILDER_VERSION}"})
 
 
+def _clip_builder(layout: str, seed: int):
+    def build(path):
+        if REPO_ROOT not in sys.path:
+            sys.path.append(REPO_ROOT)
+        from tools.clip_standin import tiny_clip_state_dict
+        sd = tiny_clip_state_dict(layout, os.path.join(REPO_ROOT, "tests", "data", "clip"), seed)
+        _save(sd, path, {"st_tiny": f"v{BUILDER_VERSION}"})
+    return build
+
+
 # name -> (model folder, builder)
 TINY_MODELS: Dict[str, tuple] = {
     TINY_SD15: ("checkpoints", _build_sd15),
@@ -268,6 +283,9 @@ TINY_MODELS: Dict[str, tuple] = {
     TINY_LCM_LORA_SD15: ("loras", _build_lcm_lora_sd15),
     TINY_LCM_LORA_SDXL: ("loras", _build_lcm_lora_sdxl),
     TINY_IMAGE_REWARD: ("image_reward", _build_image_reward),
+    TINY_PICKSCORE: ("oracles", _clip_builder("transformers", 1)),
+    TINY_HPS: ("oracles", _clip_builder("open_clip", 2)),
+    TINY_CLIP: ("oracles", _clip_builder("transformers", 9)),  # seed 9: cosines > 0, CLIP scores not all clipped
     TINY_GUIDED_SD15_UNET: ("diffusion_models", _build_guided_sd15_unet),
     TINY_GUIDED_SDXL: ("checkpoints", _build_guided_sdxl),
 }

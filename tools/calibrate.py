@@ -33,9 +33,12 @@ def parse(argv=None):
     p.add_argument("--guided-unet", help="a guidance-embedded student's UNet in models/diffusion_models (e.g. "
                                          "LCM_Dreamshaper_v7_4k.safetensors); the checkpoint then gives CLIP and VAE")
     p.add_argument("--w", default="", help="guided students: the w to calibrate at, as the gate's student uses it")
-    p.add_argument("--oracle", default="ImageReward.pt", help="file in models/image_reward")
+    p.add_argument("--oracle", default="ImageReward.pt", help="file in models/oracles (or models/image_reward)")
+    p.add_argument("--kind", default="auto", help="the oracle's kind (auto, ImageReward, CLIP score, PickScore, HPSv2)")
     p.add_argument("--prompts", required=True, help="text file, one held-out prompt per line")
-    p.add_argument("--max-prompts", type=int, default=0, help="use the first N prompts (0 = all)")
+    p.add_argument("--first-prompt", type=int, default=0,
+                   help="start at this prompt (a shard; merge shards with tools/merge_calibrations.py)")
+    p.add_argument("--max-prompts", type=int, default=0, help="use N prompts (0 = all)")
     p.add_argument("--negative", default="", help="negative prompt")
     p.add_argument("--width", type=int, default=512)
     p.add_argument("--height", type=int, default=512)
@@ -53,7 +56,7 @@ def calibration_graph(a, prompts_text):
     g = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": a.checkpoint}},
          "oracle": {"class_type": "StudentTeacherLoadImageRewardOracle",
                     "inputs": {"oracle_file": a.oracle, "device": "cpu" if a.cpu else "auto", "dtype": "auto",
-                               "preprocess": "exact", "batch_size": 8}}}
+                               "preprocess": "auto", "batch_size": 8, "kind": a.kind}}}
     if a.guided_unet:
         g["guided"] = {"class_type": "StudentTeacherLoadGuidedStudent",
                        "inputs": {"unet_name": a.guided_unet, "w": 8.0, "w_convention": "diffusers"}}
@@ -67,7 +70,8 @@ def calibration_graph(a, prompts_text):
                            "prompts": prompts_text, "prompts_file": "none", "max_prompts": a.max_prompts,
                            "negative_prompt": a.negative, "width": a.width, "height": a.height,
                            "steps": a.steps, "cfg": a.cfg, "schedule": a.schedule, "seed": a.seed,
-                           "batch_size": a.batch_size, "filename": a.name, "w": a.w}}
+                           "batch_size": a.batch_size, "filename": a.name, "w": a.w,
+                           "first_prompt": a.first_prompt}}
     g["save"] = {"class_type": "SaveImage", "inputs": {"images": ["cal", 0], "filename_prefix": f"calibration_{a.name}"}}
     return g
 
