@@ -407,7 +407,7 @@ def sd15_student(wf, lora=True):
 
 def oracle_nodes(wf, latent, vae, prompt, mode, tau, k, calibration, teacher_steps, student_steps=0, **more):
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
-                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+                    device="auto", dtype="auto", preprocess="auto", batch_size=8)
     gate = wf.add("StudentTeacherOracleGate", "Oracle", 1, latent=latent, vae=vae, oracle=oracle.oracle,
                   prompt=prompt, threshold_mode=mode, tau=tau, k=k, calibration=calibration, budget=10.0,
                   student_steps=student_steps, teacher_steps=teacher_steps, **more)
@@ -677,7 +677,7 @@ Calibrate with **exactly** the student settings the gate will see (checkpoint + 
 """, size=(560, 440))
     ckpt, student_model = sd15_student(wf)
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
-                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+                    device="auto", dtype="auto", preprocess="auto", batch_size=8)
     cal = wf.add("StudentTeacherCalibrateThreshold", "Oracle", 1, model=student_model, clip=ckpt.CLIP, vae=ckpt.VAE,
                  oracle=oracle.oracle, prompts="", prompts_file="calibration_prompts.txt", max_prompts=0,
                  negative_prompt="", width=512, height=512, steps=5, cfg=1.0, schedule="lcm", seed=0,
@@ -712,7 +712,7 @@ rejected samples. Use the separate nodes to see or change each stage.
                  text=NEGATIVE)
     empty = wf.add("EmptyLatentImage", "Student", 1, width=512, height=512, batch_size=4)
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
-                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+                    device="auto", dtype="auto", preprocess="auto", batch_size=8)
     ada = wf.add("StudentTeacherAdaptiveSampler", "Teacher", 0, student=student_model, teacher=ckpt.MODEL,
                  positive=pos.CONDITIONING, negative=neg.CONDITIONING, latent_image=empty.LATENT, vae=ckpt.VAE,
                  oracle=oracle.oracle, prompt=prompt.STRING, seed=0, student_steps=5, student_cfg=1.0,
@@ -955,7 +955,7 @@ Each gate's report covers the whole chain: every sample's stages and the average
     calibration = dict(threshold_mode="percentile", tau=0.0, k=50, calibration="sdxl_turbo_2steps_paper.json",
                        budget=10.0, student_steps=0)
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
-                    device="auto", dtype="auto", preprocess="exact", batch_size=8)
+                    device="auto", dtype="auto", preprocess="auto", batch_size=8)
     gate1 = wf.add("StudentTeacherOracleGate", "Oracle", 1, title="Gate 1", latent=student.latent, vae=turbo.VAE,
                    oracle=oracle.oracle, prompt="", teacher_steps=2, **calibration)
     retry = wf.add("StudentTeacherStudentRetry", "Student", 2, title="Student Retry (Turbo, fresh noise)",
