@@ -1,11 +1,14 @@
-"""Benchmark: ImageReward oracle time per image vs batch size, and relative to one student step.
+"""Benchmark: each oracle's time per image vs batch size, and relative to one student step.
 
-    python bench/bench_oracle.py                       # CPU, batches 1,2,4,8
-    python bench/bench_oracle.py --device cuda --dtype fp16
+    python bench/bench_oracle.py                       # CPU, ImageReward, batches 1,2,4,8
+    python bench/bench_oracle.py --oracles all --modes auto --batches 1,8
+    python bench/bench_oracle.py --device cuda --dtype fp16 --oracles all
     python bench/bench_oracle.py --batches 1,2 --repeats 1 --no-unet   # quick
 
-Model: full-size ImageReward (random init by default; --standin uses the deterministic
-stand-in weights of tools/imagereward_standin.py). Inputs: ComfyUI-style IMAGE batches
+Models, all full size: ImageReward (random init by default; --standin uses the deterministic
+stand-in weights of tools/imagereward_standin.py), and the CLIP-family oracles with the stand-in
+weights of the parity tests (tools/clip_standin.py: OpenAI ViT-L/14 for the CLIP score, PickScore's
+and HPSv2's ViT-H/14, OpenCLIP ViT-bigG/14), each read from its own key layout. Inputs: ComfyUI-style IMAGE batches
 [B, 512, 512, 3] float on the CPU (as a VAE decode leaves them), one prompt for all.
 Student step: one forward of a full-size SD1.5 UNet (diffusers UNet2DConditionModel with the
 SD1.5 config, random init, latent 64x64, batch B, cfg 1 -> one forward), same device/dtype.
@@ -27,6 +30,12 @@ sys.path.insert(0, ROOT)
 
 from oracle import ImageReward, ImageRewardConfig, ImageRewardOracle  # noqa: E402
 from oracle.checkpoint import DTYPES  # noqa: E402
+from oracle.loading import oracle_from_state_dict  # noqa: E402
+from oracle.preprocess import preprocess_exact, preprocess_fast  # noqa: E402
+from tools.clip_standin import MODELS as CLIP_MODELS  # noqa: E402
+from tools.clip_standin import standin_state_dict  # noqa: E402
+
+ORACLES = ("ImageReward",) + tuple(CLIP_MODELS)
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
 
 SD15_UNET = dict(
@@ -73,12 +82,26 @@ def build_oracle_model(args, device, dtype):
     return m.to(device=device, dtype=dtype).requires_grad_(False).eval()
 
 
+def build_oracle(name, args, device, dtype, mode, batch):
+    """(oracle, its model) for one of ORACLES."""
+    if name == "ImageReward":
+        model = build_oracle_model(args, device, dtype)
+        return ImageRewardOracle(model, preprocess=mode, batch_size=batch), model
+    spec = CLIP_MODELS[name]
+    with open(os.path.join(ROOT, "tests", "data", "clip", name, "keys.json")) as f:
+        raw = standin_state_dict(json.load(f), seed=spec["seed"])
+    oracle = oracle_from_state_dict(raw, f"{name}.safetensors", kind=spec["kind"], device=device, dtype=dtype,
+                                    preprocess=mode, batch_size=batch)
+    return oracle, oracle.model
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32", choices=sorted(DTYPES))
     ap.add_argument("--batches", default="1,2,4,8")
-    ap.add_argument("--modes", default="exact,fast")
+    ap.add_argument("--oracles", default="ImageReward", help=f"comma-separated, of {', '.join(ORACLES)}; or all")
+    ap.add_argument("--modes", default="exact,fast", help="preprocessing modes to time (auto, exact, fast)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--warmup", type=int, default=1, help="warm-up runs (batch 1 only on CPU)")
     ap.add_argument("--image-size", type=int, default=512)
@@ -99,32 +122,31 @@ def main(argv=None):
         info["gpu"] = torch.cuda.get_device_name(device)
     print(f"# {info}")
 
-    t0 = time.perf_counter()
-    model = build_oracle_model(args, device, dtype)
-    print(f"# ImageReward built in {time.perf_counter() - t0:.1f}s, "
-          f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params")
+    names = ORACLES if args.oracles == "all" else args.oracles.split(",")
     g = torch.Generator().manual_seed(0)
-    from oracle.preprocess import preprocess_exact, preprocess_fast
-    size = model.config.image_size
-    imgs = torch.rand(max(batches), args.image_size, args.image_size, 3, generator=g)
-    pre = {"exact": lambda: preprocess_exact(imgs, size).to(device),
-           "fast": lambda: preprocess_fast(imgs, size, device=device)}
-    for mode in modes:
-        t = timeit(pre[mode], device, max(3, args.repeats), 1)
-        info[f"preprocess_{mode}_ms_per_image"] = 1000 * t / len(imgs)
-        print(f"preprocess only, {mode:5s}: {1000 * t / len(imgs):7.1f} ms/image "
-              f"({args.image_size}px -> {size}px)", flush=True)
     oracle_t = {}
-    for mode in modes:
-        for b in batches:
-            orc = ImageRewardOracle(model, preprocess=mode, batch_size=b)
-            imgs = torch.rand(b, args.image_size, args.image_size, 3, generator=g)
-            warm = args.warmup if (device.type == "cuda" or b == batches[0]) else 0
-            t = timeit(lambda: orc.score(imgs, PROMPT), device, args.repeats, warm)
-            oracle_t[(mode, b)] = t
-            print(f"oracle {mode:5s} batch {b}: {t:7.3f} s/batch  {t / b:7.3f} s/image", flush=True)
-    del model, orc
-    gc.collect()
+    for name in names:
+        t0 = time.perf_counter()
+        orc, model = build_oracle(name, args, device, dtype, modes[0], batches[0])
+        print(f"# {name} built in {time.perf_counter() - t0:.1f}s, "
+              f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params", flush=True)
+        imgs = torch.rand(max(batches), args.image_size, args.image_size, 3, generator=g)
+        for mode in ("exact", "fast"):
+            prep = preprocess_exact if mode == "exact" else preprocess_fast
+            t = timeit(lambda: prep(imgs, orc.image_size, crop=orc.crop).to(device), device, max(3, args.repeats), 1)
+            info[f"{name}_preprocess_{mode}_ms_per_image"] = 1000 * t / len(imgs)
+            print(f"{name} preprocess only, {mode:5s}: {1000 * t / len(imgs):7.1f} ms/image "
+                  f"({args.image_size}px -> {orc.image_size}px)", flush=True)
+        for mode in modes:
+            for b in batches:
+                orc.preprocess, orc.batch_size = mode, b
+                imgs = torch.rand(b, args.image_size, args.image_size, 3, generator=g)
+                warm = args.warmup if (device.type == "cuda" or b == batches[0]) else 0
+                t = timeit(lambda: orc.score(imgs, PROMPT), device, args.repeats, warm)
+                oracle_t[(name, mode, b)] = t
+                print(f"{name} {mode:5s} batch {b}: {t:7.3f} s/batch  {t / b:7.3f} s/image", flush=True)
+        orc = model = None  # free this oracle before building the next
+        gc.collect()
 
     unet_t = {}
     if not args.no_unet:
@@ -151,14 +173,14 @@ def main(argv=None):
         del unet
         gc.collect()
 
-    print("\n| preprocess | batch | oracle s/batch | oracle s/image | student step s | oracle / step |")
-    print("|---|---|---|---|---|---|")
-    for (mode, b), t in oracle_t.items():
+    print("\n| oracle | preprocess | batch | oracle s/batch | oracle s/image | student step s | oracle / step |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, mode, b), t in oracle_t.items():
         u = unet_t.get(b)
         ratio = f"{t / u:.2f}" if u else "-"
         ustr = f"{u:.3f}" if u else "-"
-        print(f"| {mode} | {b} | {t:.3f} | {t / b:.3f} | {ustr} | {ratio} |")
-        info["results"].append({"mode": mode, "batch": b, "oracle_s": t, "oracle_s_per_image": t / b,
+        print(f"| {name} | {mode} | {b} | {t:.3f} | {t / b:.3f} | {ustr} | {ratio} |")
+        info["results"].append({"oracle": name, "mode": mode, "batch": b, "oracle_s": t, "oracle_s_per_image": t / b,
                                 "student_step_s": u, "ratio": (t / u) if u else None})
     if args.json:
         with open(args.json, "w") as f:

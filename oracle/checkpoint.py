@@ -14,7 +14,7 @@ import os
 import pickle
 import re
 import struct
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -55,6 +55,26 @@ def _list(keys, n=5):
 def _first_sentence(e: BaseException, limit: int = 200) -> str:
     text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return text.split(". ")[0].rstrip(".")[:limit]
+
+
+def layout_problems(sd: Dict[str, torch.Tensor], expected: Dict[str, tuple]) -> List[str]:
+    """What keeps a state dict from matching the expected {key: shape}: missing, unexpected, misshapen
+    and non-float tensors, each a short phrase (empty when it matches)."""
+    missing, unexpected = set(expected) - set(sd), set(sd) - set(expected)
+    wrong = [f"{k} expected {list(expected[k])}, found {list(sd[k].shape)}"
+             for k in sorted(set(expected) & set(sd)) if tuple(sd[k].shape) != tuple(expected[k])]
+    not_float = sorted(k for k in set(expected) & set(sd) if not sd[k].is_floating_point())
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing key(s): {_list(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
+    if wrong:
+        problems.append(f"{len(wrong)} tensor(s) of the wrong shape: " + "; ".join(wrong[:5])
+                        + (f" ... (+{len(wrong) - 5} more)" if len(wrong) > 5 else ""))
+    if not_float:
+        problems.append(f"{len(not_float)} non-float tensor(s): {_list(not_float)}")
+    return problems
 
 
 def sniff_format(path: str, get_it: str = GET_IT) -> str:
@@ -165,21 +185,7 @@ def validate_state_dict(sd: Dict[str, torch.Tensor], path: str = "<state dict>",
                                           "text_layers": full.text_layers})
     with torch.device("meta"):
         expected = ImageReward(config).expected_keys()
-    missing = set(expected) - set(sd)
-    unexpected = set(sd) - set(expected)
-    wrong = [f"{k} expected {list(expected[k])}, found {list(sd[k].shape)}"
-             for k in sorted(set(expected) & set(sd)) if tuple(sd[k].shape) != expected[k]]
-    not_float = sorted(k for k in set(expected) & set(sd) if not sd[k].is_floating_point())
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {_list(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
-    if wrong:
-        problems.append(f"{len(wrong)} tensor(s) of the wrong shape: " + "; ".join(wrong[:5])
-                        + (f" ... (+{len(wrong) - 5} more)" if len(wrong) > 5 else ""))
-    if not_float:
-        problems.append(f"{len(not_float)} non-float tensor(s): {_list(not_float)}")
+    problems = layout_problems(sd, expected)
     if problems:
         raise _fail(path, "it does not match the ImageReward layout: " + "; ".join(problems),
                     GET_IT)

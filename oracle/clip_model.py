@@ -18,7 +18,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
-from .checkpoint import _fail
+from .checkpoint import _fail, layout_problems
 
 TEXT, VISION = "text_model.", "vision_model."
 OPTIONAL_KEYS = frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"})
@@ -169,19 +169,7 @@ def validate_clip(sd: Mapping[str, torch.Tensor], path: str, get_it: str, side: 
     except ValueError as e:
         raise _fail(path, f"inconsistent shapes: {e}", get_it) from None
     expected = expected_shapes(config)
-    missing, unexpected = set(expected) - set(sd), set(sd) - set(expected)
-    wrong = [f"{k} expected {list(expected[k])}, found {list(sd[k].shape)}"
-             for k in sorted(set(expected) & set(sd)) if tuple(sd[k].shape) != expected[k]]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {', '.join(sorted(missing)[:5])}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {', '.join(sorted(unexpected)[:5])}")
-    if wrong:
-        problems.append(f"{len(wrong)} tensor(s) of the wrong shape: " + "; ".join(wrong[:3]))
-    not_float = sorted(k for k in sd if not sd[k].is_floating_point())
-    if not_float:
-        problems.append(f"{len(not_float)} non-float tensor(s): {', '.join(not_float[:5])}")
+    problems = layout_problems(sd, expected)
     if problems:
         raise _fail(path, "it does not match the CLIP layout: " + "; ".join(problems), get_it)
     return sd, config

@@ -26,7 +26,7 @@ from typing import List, Sequence, Union
 
 import torch
 
-from .tokenizer import TokenizerError, _sha256
+from .tokenizer import TokenizerError, _sha256, prompt_strings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHIPPED_MERGES = os.path.join(HERE, "clip-bpe-merges.txt.gz")
@@ -115,12 +115,7 @@ class ClipTokenizer:
         return re.sub(r"\s+", " ", text).strip()
 
     def __call__(self, prompts: Union[str, Sequence[str]]) -> torch.Tensor:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise TypeError(f"prompt {i} is {type(p).__name__}, expected str")
+        prompts = prompt_strings(prompts)
         encoded = self._tok.encode_batch([self.clean(p) for p in prompts], add_special_tokens=False)
         ids = torch.zeros(len(prompts), self.context_length, dtype=torch.long)
         for row, e in zip(ids, encoded):

@@ -12,7 +12,7 @@ this package (bert-base-uncased-vocab.txt, verified by its sha256).
 """
 import hashlib
 import os
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -58,6 +58,15 @@ def find_vocab(checkpoint_path: Optional[str] = None) -> str:
     return SHIPPED_VOCAB
 
 
+def prompt_strings(prompts: Union[str, Sequence[str]]) -> List[str]:
+    """One prompt or a sequence of them -> a list of str (TypeError naming a prompt that is not one)."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    for i, p in enumerate(prompts):
+        if not isinstance(p, str):
+            raise TypeError(f"prompt {i} is {type(p).__name__}, expected str")
+    return prompts
+
+
 class BertTokenizer:
     """Callable: prompts -> (input_ids [B, L] int64, attention_mask [B, L] int64), L = max_length."""
 
@@ -101,12 +110,7 @@ class BertTokenizer:
         return self._tok.get_vocab_size(with_added_tokens=True)
 
     def __call__(self, prompts: Union[str, Sequence[str]]) -> Tuple[torch.Tensor, torch.Tensor]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        prompts = list(prompts)
-        for i, p in enumerate(prompts):
-            if not isinstance(p, str):
-                raise TypeError(f"prompt {i} is {type(p).__name__}, expected str")
+        prompts = prompt_strings(prompts)
         enc = self._tok.encode_batch(prompts)
         ids = torch.tensor([e.ids for e in enc], dtype=torch.long).reshape(len(prompts), self.max_length)
         mask = torch.tensor([e.attention_mask for e in enc], dtype=torch.long).reshape(len(prompts), self.max_length)
