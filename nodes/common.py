@@ -36,7 +36,10 @@ def rejecting_nonfinite_floats(node_class):
     def checked(*args, **kwargs):
         if not names:
             names.extend(float_inputs(node_class))
-        inputs = signature.bind(*args, **kwargs).arguments
+        inputs = dict(signature.bind(*args, **kwargs).arguments)
+        for param in signature.parameters.values():  # inputs a node takes as **more count too
+            if param.kind is param.VAR_KEYWORD:
+                inputs.update(inputs.pop(param.name, {}))
         for name in names:
             if inputs.get(name) is not None:
                 require_finite(name, inputs[name])
