@@ -5,11 +5,11 @@ import os
 import subprocess
 import sys
 
-from tiny_models import TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_SD15, TINY_SDXL
+from tiny_models import TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_PICKSCORE, TINY_SD15, TINY_SDXL
 
 
 def test_bad_graphs_over_http(comfy):
-    for name in (TINY_SD15, TINY_SDXL, TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD):
+    for name in (TINY_SD15, TINY_SDXL, TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_PICKSCORE):
         comfy.tiny(name)
     script = os.path.join(comfy.pack_root, "tools", "http_bad_inputs.py")
     done = subprocess.run([sys.executable, script, "--comfyui", comfy.path, "--models", comfy.models_root],

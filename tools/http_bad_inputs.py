@@ -4,7 +4,8 @@
     python tools/http_bad_inputs.py --comfyui /path/to/ComfyUI --models DIR [--python PY]
 
 DIR holds the tiny test models (tests/make_tiny_models.py DIR makes them): checkpoints/tiny_sd15 and
-tiny_sdxl, diffusion_models/tiny_guided_sd15_unet, image_reward/tiny_image_reward. The script starts
+tiny_sdxl, diffusion_models/tiny_guided_sd15_unet, image_reward/tiny_image_reward, oracles/tiny_pickscore.
+The script starts
 `main.py --cpu` on a free loopback port with this pack (a custom_nodes entry in a temporary extra_model_paths.yaml), user files in a temporary
 folder, and then, over HTTP: POSTs every bad graph of CASES to /prompt and checks that each one is
 refused - at validation (HTTP 400) or when it runs (the history's execution_error) - with a message
@@ -30,6 +31,7 @@ import aiohttp
 P = "StudentTeacher"
 SD15, SDXL, ORACLE = "tiny_sd15.safetensors", "tiny_sdxl.safetensors", "tiny_image_reward.safetensors"
 GUIDED = "tiny_guided_sd15_unet.safetensors"
+PICKSCORE = "tiny_pickscore.safetensors"  # in models/oracles/
 PAPER = "lcm_sdxl_4steps_paper.json"
 
 
@@ -163,6 +165,20 @@ def retry_graph(**inputs):
     return g
 
 
+def ensemble(**inputs):
+    g = base()
+    g["ensemble"] = {"class_type": P + "EnsembleOracles",
+                     "inputs": {"oracle_1": ["oracle", 0], "calibration_1": PAPER, "weight_1": 1.0,
+                                "oracle_2": ["oracle", 0], "calibration_2": "none", "weight_2": 1.0, **inputs}}
+    g["gate"]["inputs"]["oracle"] = ["ensemble", 0]
+    return g
+
+
+def merge(**inputs):
+    return {"merge": {"class_type": P + "MergeCalibrations",
+                      "inputs": {"calibration": PAPER, "calibration_2": "none", "filename": "merged", **inputs}}}
+
+
 def xl_text(graph, node, name):
     graph["xlpos"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["xl", 1], "text": "a red cube"}}
     return with_inputs(graph, node, **{name: ["xlpos", 0]})
@@ -201,6 +217,14 @@ CASES = [
     ("oracle missing input", lambda: without(base(), "gate", "oracle"), "oracle", False),
     ("oracle file not there", lambda: with_inputs(base(), "oracle", oracle_file="nope.pt"), "oracle_file", False),
     ("oracle file not a checkpoint", lambda: with_inputs(base(), "oracle", oracle_file="broken.pt"), "oracle_file", True),
+    ("oracle of another kind", lambda: with_inputs(base(), "oracle", kind="PickScore"), "kind", True),
+    ("oracle kind not a kind", lambda: with_inputs(base(), "oracle", kind="Aesthetic"), "kind", False),
+    ("calibration of another oracle", lambda: with_inputs(with_inputs(base(), "oracle", oracle_file=PICKSCORE), "gate",
+                                                          threshold_mode="percentile", calibration=PAPER),
+     "calibration", True),
+    ("ensemble from official percentiles", lambda: ensemble(), "calibration_1", True),
+    ("ensemble weight NaN", lambda: ensemble(calibration_2=PAPER, weight_2=NAN), "weight_2", True),
+    ("merge an official file", lambda: merge(calibration_2=PAPER), "calibration", True),
     ("calibration not there", lambda: with_inputs(base(), "gate", calibration="nope.json"), "calibration", False),
     ("calibration not JSON", lambda: with_inputs(base(), "gate", threshold_mode="percentile", calibration="broken.json"),
      "calibration", True),
@@ -261,7 +285,8 @@ def start_server(comfyui, python, models, work, port, pack):
     with open(config, "w") as f:
         f.write(f"tiny:\n    checkpoints: {models}/checkpoints\n    diffusion_models: {models}/diffusion_models\n"
                 f"    image_reward: |\n        {models}/image_reward\n"
-                f"        {oracle_dir}\n    image_reward_calibration: {cal}\n    custom_nodes: {nodes_dir}\n")
+                f"        {oracle_dir}\n    oracles: {models}/oracles\n    image_reward_calibration: {cal}\n"
+                f"    custom_nodes: {nodes_dir}\n")
     args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes",
             "--dont-print-server", "--verbose", "WARNING", "--extra-model-paths-config", config,
             "--database-url", f"sqlite:///{work}/db.sqlite"]
@@ -405,7 +430,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--comfyui", default=os.environ.get("COMFYUI_PATH"), help="ComfyUI folder ($COMFYUI_PATH)")
     ap.add_argument("--python", default=sys.executable, help="the Python of ComfyUI's environment")
-    ap.add_argument("--models", required=True, help="folder with checkpoints/ and image_reward/ tiny models")
+    ap.add_argument("--models", required=True, help="folder with checkpoints/, image_reward/, oracles/ tiny models")
     ap.add_argument("--pack", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     a = ap.parse_args(argv)
     if not a.comfyui:
