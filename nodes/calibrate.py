@@ -8,7 +8,7 @@ import torch
 import comfy.utils
 import folder_paths
 
-from ..oracle.calibration import (DEFAULT_KS, CalibrationError, calibration_data, merge_calibrations, prompt_id,
+from ..oracle.calibration import (DEFAULT_KS, ShardRefused, calibration_data, merge_calibrations, prompt_id,
                                   save_new_as)
 from ..oracle.histogram import render_histogram
 from ..schedulers.errors import InputError
@@ -187,18 +187,16 @@ class MergeCalibrations:
             raise InputError("filename", "empty file name", "give a name such as lcm_sd15_4steps")
         chosen = [("calibration", calibration), ("calibration_2", calibration_2), ("calibration_3", calibration_3),
                   ("calibration_4", calibration_4)]
-        shards = []
-        for input_name, file in chosen:
-            meta = load_calibration(file, input_name)[1]
-            if file != NO_CALIBRATION:
-                shards.append((input_name, file, meta))
+        shards = [(input_name, file, load_calibration(file, input_name)[1]) for input_name, file in chosen
+                  if file != NO_CALIBRATION]
         if len(shards) < 2:
-            raise InputError("calibration_2", "merging needs at least two calibration files", "choose a second shard")
+            empty = next(input_name for input_name, file in chosen if file == NO_CALIBRATION)
+            raise InputError(empty, "merging needs at least two calibration files", "choose another shard here")
         try:
             data = merge_calibrations([(file, {"metadata": meta}) for _, file, meta in shards])
-            data["metadata"]["created"] = now()
-        except CalibrationError as e:
-            culprit = next((i for i, file, _ in shards if file in str(e)), "calibration")
-            raise InputError(culprit, str(e), "choose shards of one calibration (same settings, own prompts)") from None
+        except ShardRefused as e:
+            raise InputError(shards[e.shard][0], str(e), "choose shards of one calibration (same settings, own "
+                             "prompts)") from None
+        data["metadata"]["created"] = now()
         image, text = save_and_draw(name, data, f"{len(shards)} shards, {data['metadata']['n_scores']} prompts")
         return {"ui": {"text": [text]}, "result": (image, text)}

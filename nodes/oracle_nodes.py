@@ -135,7 +135,8 @@ class EnsembleOracles:
                                                                         "Calibrate node): its scores' mean and spread "
                                                                         f"standardise oracle {i}'s scores."}),
                 f"weight_{i}": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                          "tooltip": f"Oracle {i}'s weight in the mean of z-scores (0 = not run)."}),
+                                          "tooltip": f"Oracle {i}'s weight in the mean of z-scores (0 = left out: not run, "
+                                                     "needs no calibration)."}),
             }
         return {"required": {**member(1), **member(2)}, "optional": {**member(3), **member(4)}}
 
@@ -151,6 +152,8 @@ class EnsembleOracles:
                             more.get(f"weight_{i}", 1.0))
         members = []
         for i, (oracle, calibration, weight) in given.items():
+            if weight == 0:  # left out: neither run nor calibrated
+                continue
             taus, meta = load_calibration(calibration, f"calibration_{i}")
             if taus is None:
                 raise InputError(f"calibration_{i}", f"oracle {i} has no calibration", "choose the calibration made "
@@ -159,10 +162,9 @@ class EnsembleOracles:
                 members.append(member_from_calibration(oracle, meta, calibration, float(weight)))
             except CalibrationError as e:
                 raise InputError(f"calibration_{i}", str(e), f"choose a calibration made with oracle {i}") from None
-        try:
-            return (EnsembleOracle(members),)
-        except ValueError as e:
-            raise InputError("weight_1", str(e), "give at least one oracle a weight above 0") from None
+        if not members:
+            raise InputError("weight_1", "every weight is 0", "give at least one oracle a weight above 0")
+        return (EnsembleOracle(members),)
 
 
 class ScoreImages:

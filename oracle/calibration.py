@@ -272,35 +272,45 @@ def _comparable(key, value):
     return value
 
 
+class ShardRefused(CalibrationError):
+    """A shard cannot be merged; `shard` is its position in the list given."""
+
+    def __init__(self, shard: int, message: str):
+        super().__init__(message)
+        self.shard = shard
+
+
 def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT_KS) -> dict:
     """Merge shards [(name, file content)] made with the same settings into the file one run over all
     their prompts makes: the samples pooled and re-sorted, the percentiles and statistics recomputed.
-    Refuses files without raw scores, settings that differ, and a prompt present twice."""
+    Refuses (ShardRefused, naming the shard at fault) files without raw scores, settings that differ from
+    the first file's, and a prompt already in an earlier shard."""
     if len(files) < 2:
         raise CalibrationError("merging needs at least two calibration files")
-    settings, index, ids, scores = None, [], [], []
-    for name, raw in files:
+    settings, index, ids, scores, owner = None, [], [], [], []
+    for position, (name, raw) in enumerate(files):
         meta = raw.get("metadata")
         samples = samples_of(meta, name) if isinstance(meta, dict) else None
         if not samples:
-            raise CalibrationError(f"{name} keeps no raw scores (an official file, or made before the pack kept "
+            raise ShardRefused(position, f"{name} keeps no raw scores (an official file, or made before the pack kept "
                                    "them), so it cannot be merged; recalibrate that shard")
         mine = {k: v for k, v in meta.items() if k not in PROVENANCE}
         if settings is None:
             settings, first = mine, name
         for key in sorted(set(settings) | set(mine)):
             if _comparable(key, settings.get(key)) != _comparable(key, mine.get(key)):
-                raise CalibrationError(f"{name} was made with {key} = {mine.get(key)!r} but {first} with "
-                                       f"{settings.get(key)!r}; merge only shards of one calibration")
+                raise ShardRefused(position, f"{name} was made with {key} = {mine.get(key)!r} but {first} with "
+                                             f"{settings.get(key)!r}; merge only shards of one calibration")
         index += samples["prompt_index"]
         ids += samples["prompt_id"]
         scores += samples["score"]
+        owner += [position] * len(samples["score"])
     seen = {}
-    for i, pid in zip(index, ids):
+    for i, pid, position in zip(index, ids, owner):
         if i in seen:
             what = "twice" if seen[i] == pid else f"with two different prompts ({seen[i]}, {pid})"
-            raise CalibrationError(f"prompt {i} is in the shards {what}; each shard must cover its own prompts "
-                                   "of one prompt list")
+            raise ShardRefused(position, f"prompt {i} is in the shards {what}; each shard must cover its own "
+                                         "prompts of one prompt list")
         seen[i] = pid
     meta = dict(settings, prompt_count=len(scores), merged_from=[name for name, _ in files])
     return calibration_data(scores, ks, meta, index, ids)

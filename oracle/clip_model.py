@@ -8,7 +8,9 @@ Two key layouts are read:
   projections transposed; nothing is recomputed, so the weights are the same numbers).
 Every size comes from the tensors' shapes. What no checkpoint stores -- attention heads and the
 activation -- comes from the model family, recognised by the vision width (FAMILIES), or from a
-transformers config.json saved beside the weights as ``<file name without extension>.json``.
+transformers config.json beside the weights: ``<file name without extension>.json``, or the
+``config.json`` a Hugging Face download keeps in the model's folder. The width cannot tell OpenAI's
+B and L (QuickGELU) from LAION's retrained B and L (GELU): those need their config.json.
 """
 import json
 import math
@@ -97,22 +99,29 @@ def _count(sd, prefix) -> int:
 
 
 def sidecar_config(path: Optional[str]) -> dict:
-    """A transformers CLIPConfig saved beside the weights as <stem>.json, or {}."""
+    """A transformers CLIPConfig beside the weights: <stem>.json, else the config.json of a Hugging Face
+    download (used only when it is a CLIP config); {} when there is none."""
     if not path:
         return {}
-    side = os.path.splitext(os.fspath(path))[0] + ".json"
-    if not os.path.isfile(side):
-        return {}
-    try:
-        with open(side, encoding="utf-8") as f:
-            cfg = json.load(f)
-    except (OSError, ValueError) as e:
-        raise _fail(side, f"cannot read it as a transformers config.json ({e})",
-                    "delete it, or save the model's config.json there") from None
-    if not isinstance(cfg, dict) or not isinstance(cfg.get("vision_config", {}), dict):
-        raise _fail(side, "it is not a transformers CLIP config.json (no vision_config object)",
-                    "delete it, or save the model's config.json there")
-    return cfg
+    folder = os.path.dirname(os.fspath(path))
+    for side, required in ((os.path.splitext(os.fspath(path))[0] + ".json", True),
+                           (os.path.join(folder, "config.json"), False)):
+        if not os.path.isfile(side):
+            continue
+        try:
+            with open(side, encoding="utf-8") as f:
+                cfg = json.load(f)
+        except (OSError, ValueError) as e:
+            if not required:
+                continue
+            raise _fail(side, f"cannot read it as a transformers config.json ({e})",
+                        "delete it, or save the model's config.json there") from None
+        if isinstance(cfg, dict) and isinstance(cfg.get("vision_config"), dict):
+            return cfg
+        if required:
+            raise _fail(side, "it is not a transformers CLIP config.json (no vision_config object)",
+                        "delete it, or save the model's config.json there")
+    return {}
 
 
 def clip_config(sd: Mapping[str, torch.Tensor], side: Optional[dict] = None):

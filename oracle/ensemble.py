@@ -49,13 +49,11 @@ class EnsembleOracle:
 
     def __init__(self, members: Sequence[Member], name: Optional[str] = None):
         members = list(members)
-        if len(members) < 2:
-            raise ValueError("an ensemble needs at least two oracles")
+        if not members:
+            raise ValueError("an ensemble needs at least one oracle with a weight above 0")
         for m in members:
-            if not (math.isfinite(m.weight) and m.weight >= 0):
-                raise ValueError(f"member weights must be finite and >= 0, got {m.weight}")
-        if not sum(m.weight for m in members) > 0:
-            raise ValueError("at least one member needs a weight above 0")
+            if not (math.isfinite(m.weight) and m.weight > 0):
+                raise ValueError(f"member weights must be finite and > 0 (leave a judge out instead), got {m.weight}")
         self.members = members
         self.name = name or " + ".join(f"{m.oracle.name}" for m in members)
         h = hashlib.sha256()
@@ -65,15 +63,8 @@ class EnsembleOracle:
         self.fingerprint = h.hexdigest()[:16]
 
     def z_scores(self, images, prompts: Union[str, Sequence[str]]) -> torch.Tensor:
-        """[members, B] standardised scores (members of weight 0 are not run and read 0)."""
-        rows = []
-        for m in self.members:
-            if m.weight == 0:
-                rows.append(None)
-                continue
-            rows.append((m.oracle.score(images, prompts).double() - m.mean) / m.std)
-        size = next(r for r in rows if r is not None).shape
-        return torch.stack([r if r is not None else torch.zeros(size, dtype=torch.float64) for r in rows])
+        """[members, B] standardised scores."""
+        return torch.stack([(m.oracle.score(images, prompts).double() - m.mean) / m.std for m in self.members])
 
     def score(self, images, prompts: Union[str, Sequence[str]]) -> torch.Tensor:
         z = self.z_scores(images, prompts)

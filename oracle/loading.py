@@ -33,7 +33,10 @@ class KindMismatch(OracleLoadError):
 
 
 def kind_from_name(filename: str) -> str:
-    name = os.path.basename(filename).lower()
+    """The CLIP-family kind a file's name says, read from its name and its folder's (a Hugging Face
+    download keeps model.safetensors in a folder named after the model, e.g. PickScore_v1/)."""
+    path = os.path.normpath(os.fspath(filename))
+    name = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}".lower()
     if "pick" in name:
         return "PickScore"
     if "hps" in name:

@@ -65,9 +65,12 @@ class SampleRecord:
 
     def earlier_score(self, oracle: Optional[str]) -> Optional[float]:
         """The score `oracle` gave the version before the latest change (the last non-gate stage), if
-        it scored that version."""
-        changed = max((i for i, s in enumerate(self.stages) if s.kind != "gate"), default=-1)
-        return next((s.score for s in reversed(self.stages[:changed]) if s.kind == "gate" and
+        a gate of that oracle scored that very version (not an older one)."""
+        changes = [i for i, s in enumerate(self.stages) if s.kind != "gate"]
+        if not changes:
+            return None
+        since = changes[-2] if len(changes) > 1 else -1  # the gates between the last two changes saw that version
+        return next((s.score for s in reversed(self.stages[since + 1:changes[-1]]) if s.kind == "gate" and
                      s.score is not None and s.settings.get("oracle") == oracle), None)
 
 

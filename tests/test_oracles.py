@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from oracle.base import weights_fingerprint
-from oracle.calibration import (CalibrationError, Percentiles, calibration_data, check_made_by,
+from oracle.calibration import (CalibrationError, Percentiles, ShardRefused, calibration_data, check_made_by,
                                 merge_calibrations, percentile_thresholds, prompt_id, read_calibration,
                                 write_calibration)
 from oracle.checkpoint import OracleLoadError
@@ -84,6 +84,8 @@ def test_kind_from_name_and_explicit_kind(tiny, tmp_path):
     assert kind_from_name("PickScore_v1.safetensors") == "PickScore"
     assert kind_from_name("HPS_v2.1_compressed.pt") == "HPSv2"
     assert kind_from_name("open_clip_pytorch_model.bin") == "CLIP score"
+    assert kind_from_name("/models/oracles/PickScore_v1/model.safetensors") == "PickScore"
+    assert kind_from_name("/home/hps/models/oracles/model.safetensors") == "CLIP score"  # only the file's folder
     sd = tiny["transformers"]
     assert recognise(sd, "model.safetensors") == "CLIP score"
     assert recognise(sd, "model.safetensors", "PickScore") == "PickScore"
@@ -124,6 +126,17 @@ def test_module_prefix_and_sidecar_config(tiny, tmp_path):
     side = load_oracle(path)
     assert side.model.config.vision_config.hidden_act == "quick_gelu"
     assert not torch.allclose(plain.score(images(), "a cat"), side.score(images(), "a cat"))
+    # a Hugging Face download: model.safetensors beside its config.json (a non-CLIP config.json is ignored)
+    folder = tmp_path / "PickScore_v1"
+    folder.mkdir()
+    hf = save(tiny["transformers"], folder / "model.safetensors")
+    with open(folder / "config.json", "w") as f:
+        json.dump({"model_type": "bert"}, f)
+    assert load_oracle(hf).model.config.vision_config.hidden_act == "gelu"
+    with open(folder / "config.json", "w") as f:
+        json.dump({"vision_config": {"hidden_act": "quick_gelu"}}, f)
+    oracle = load_oracle(hf)
+    assert oracle.kind == "PickScore" and oracle.model.config.vision_config.hidden_act == "quick_gelu"
 
 
 def test_families_follow_the_reference_activations():
@@ -198,8 +211,9 @@ def test_merge_refuses_mixed_settings_duplicates_and_official_files():
         merge_calibrations([("a", a), ("b", shard(range(5, 10), s, other))])
     with pytest.raises(CalibrationError, match="prompt 4"):
         merge_calibrations([("a", a), ("b", shard(range(4, 10), s, {"steps": 4}))])
-    with pytest.raises(CalibrationError, match="no raw scores"):
+    with pytest.raises(ShardRefused, match="no raw scores") as e:
         merge_calibrations([("a", a), ("official", percentile_thresholds(s))])
+    assert e.value.shard == 1  # the node names the input of the shard at fault
 
 
 def test_a_calibration_of_another_oracle_is_refused():
@@ -242,5 +256,8 @@ def test_ensemble_members_need_their_own_calibration():
     assert (m.mean, m.std, m.weight) == pytest.approx((s.mean(), s.std(), 2.0))
     with pytest.raises(CalibrationError, match="made with PickScore"):
         member_from_calibration(Fixed("ImageReward", []), data["metadata"], "pick.json")
-    with pytest.raises(ValueError, match="two oracles"):
-        EnsembleOracle([m])
+    assert EnsembleOracle([m]).score(images(), "x").shape == (0,)  # Fixed([]) scores no image
+    with pytest.raises(ValueError, match="at least one oracle"):
+        EnsembleOracle([])
+    with pytest.raises(ValueError, match="> 0"):
+        EnsembleOracle([Member(m.oracle, 0.0, 1.0, 0.0)])

@@ -77,6 +77,8 @@ def test_scores_of_another_oracle_do_not_count():
     improved = r.then(by_b).then(Stage("teacher", steps=8))
     assert improved.earlier_score("A") == 0.3 and improved.earlier_score("B") == 21.0
     assert r.then(Stage("retry", steps=4)).earlier_score("B") is None  # B never saw the earlier version
+    twice = r.then(Stage("teacher", steps=8)).then(by_b).then(Stage("teacher", steps=8))
+    assert twice.earlier_score("A") is None and twice.earlier_score("B") == 21.0  # A scored an older version
 
 
 def test_decoded_images_and_earlier_versions_follow_their_rows_and_go_stale_with_them():
