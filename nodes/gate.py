@@ -202,7 +202,7 @@ class OracleGate:
         return {"required": {
             "latent": ("LATENT", {"tooltip": "The student's samples."}),
             "vae": ("VAE", {"tooltip": "Decodes the samples for the oracle (once; the images are reused)."}),
-            "oracle": (ORACLE_TYPE, {"tooltip": "The scorer, from Load Oracle (or Ensemble Oracle)."}),
+            "oracle": (ORACLE_TYPE, {"tooltip": "The scorer, from Load Oracle (or Ensemble Oracles)."}),
             "prompt": ("STRING", {"multiline": True, "default": "",
                                   "tooltip": "The prompt the samples were made for (the oracle scores image-text "
                                              "agreement). Leave empty when the prompts come from Encode Prompt "
