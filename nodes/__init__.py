@@ -11,10 +11,12 @@ from .rollback import RollbackNoise
 from .routing import RouteStudents
 from .student import ConsistencySampler
 from .teacher import Improve
+from .weights import SeparateStudentWeights
 
 # node id = PREFIX + class name; display names as the menu shows them
 _NODES = {
     EncodePrompts: "Encode Prompt List",
+    SeparateStudentWeights: "Separate Student Weights (no re-patching)",
     ConsistencySampler: "Consistency Student Sampler",
     LoadGuidedStudent: "Load Guidance-Embedded Student",
     AttachGuidanceEmbedding: "Attach Guidance Embedding (w)",
