@@ -29,11 +29,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from oracle import ImageReward, ImageRewardConfig, ImageRewardOracle  # noqa: E402
-from oracle.checkpoint import DTYPES  # noqa: E402
+from oracle.checkpoint import DTYPES, image_reward_from_state_dict  # noqa: E402
 from oracle.loading import oracle_from_state_dict  # noqa: E402
 from oracle.preprocess import preprocess_exact, preprocess_fast  # noqa: E402
 from tools.clip_standin import MODELS as CLIP_MODELS  # noqa: E402
 from tools.clip_standin import standin_state_dict  # noqa: E402
+from tools.imagereward_standin import standin_state_dict as imagereward_standin  # noqa: E402
 
 ORACLES = ("ImageReward",) + tuple(CLIP_MODELS)
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
@@ -68,18 +69,10 @@ def timeit(fn, device, repeats, warmup):
 
 def build_oracle_model(args, device, dtype):
     if args.standin:
-        from oracle.checkpoint import validate_state_dict
-        from tools.imagereward_standin import standin_state_dict
         with open(os.path.join(ROOT, "tests", "data", "imagereward", "keys.json")) as f:
-            sd, cfg = validate_state_dict(standin_state_dict(json.load(f), seed=0))
-        with torch.device("meta"):
-            m = ImageReward(cfg)
-        m.load_state_dict(sd, strict=True, assign=True)
-        del sd
-    else:
-        torch.manual_seed(0)
-        m = ImageReward(ImageRewardConfig.full())
-    return m.to(device=device, dtype=dtype).requires_grad_(False).eval()
+            return image_reward_from_state_dict(imagereward_standin(json.load(f), seed=0), "stand-in", device, dtype)
+    torch.manual_seed(0)
+    return ImageReward(ImageRewardConfig.full()).to(device=device, dtype=dtype).requires_grad_(False).eval()
 
 
 def build_oracle(name, args, device, dtype, mode, batch):

@@ -14,8 +14,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from oracle import ImageReward, ImageRewardOracle  # noqa: E402
-from oracle.checkpoint import DTYPES, validate_state_dict  # noqa: E402
+from oracle import ImageRewardOracle  # noqa: E402
+from oracle.checkpoint import DTYPES, image_reward_from_state_dict  # noqa: E402
 from tools.imagereward_standin import GOLDEN_PROMPTS, golden_images, standin_state_dict  # noqa: E402
 
 DATA = os.path.join(ROOT, "tests", "data", "imagereward")
@@ -27,16 +27,14 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     a = ap.parse_args(argv)
     with open(os.path.join(DATA, "keys.json")) as f:
-        sd, cfg = validate_state_dict(standin_state_dict(json.load(f), seed=0))
+        raw = standin_state_dict(json.load(f), seed=0)
     with open(os.path.join(DATA, "golden.json"), encoding="utf-8") as f:
         golden = torch.tensor(json.load(f)["scores"])
     images = [torch.from_numpy(x).float().div(255.0) for x in golden_images()]
     print(f"{'setting':12s} {'max |diff|':>10s} {'mean |diff|':>11s}  rankings equal")
     for setting in a.settings.split(","):
         dtype, mode = setting.split("-")
-        model = ImageReward(cfg)
-        model.load_state_dict(sd, strict=True)
-        model = model.to(a.device, DTYPES[dtype]).eval()
+        model = image_reward_from_state_dict(raw, "stand-in", a.device, DTYPES[dtype])
         oracle = ImageRewardOracle(model, preprocess=mode, batch_size=len(images))
         got = torch.stack([oracle.score(images, prompt) for prompt in GOLDEN_PROMPTS])
         diff = (got - golden).abs()

@@ -47,11 +47,11 @@ class ClipOracle(BatchedScorer):
 
     def text_features(self, prompts: List[str], device) -> torch.Tensor:
         """Each distinct prompt is encoded once (a gate often scores a batch against one prompt)."""
-        unique = list(dict.fromkeys(prompts))
-        ids = self.tokenizer(unique).to(device)
+        row = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+        ids = self.tokenizer(list(row)).to(device)
         pooled = self.model.text_model(input_ids=ids).pooler_output
         feats = F.normalize(self.model.text_projection(pooled).float(), dim=-1)
-        return feats[[unique.index(p) for p in prompts]]
+        return feats[[row[p] for p in prompts]]
 
     def cosine(self, pixels: torch.Tensor, prompts: List[str]) -> torch.Tensor:
         return (self.image_features(pixels) * self.text_features(prompts, pixels.device)).sum(-1)

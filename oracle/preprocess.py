@@ -90,6 +90,14 @@ def _to_pil(arr: np.ndarray) -> Image.Image:
     raise ValueError(f"images must have 1, 3 or 4 channels, got {arr.shape[-1]}")
 
 
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] float32 holding 0..255 -> /255, then CLIP's mean and std: one copy of the
+    arithmetic, so exact and fast round alike."""
+    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device)[:, None, None]
+    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device)[:, None, None]
+    return (x / 255.0 - mean) / std
+
+
 def exact_one(image, size: int, crop: str = "round") -> torch.Tensor:
     """One image -> [3, size, size] float32 CPU, identical to the reference transform."""
     im = _to_pil(to_uint8(image))
@@ -101,10 +109,7 @@ def exact_one(image, size: int, crop: str = "round") -> torch.Tensor:
     if (top, left, nh, nw) != (0, 0, size, size):
         im = im.crop((left, top, left + size, top + size))
     arr = np.asarray(im.convert("RGB"))
-    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous().to(torch.float32).div(255)
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32)[:, None, None]
-    std = torch.tensor(CLIP_STD, dtype=torch.float32)[:, None, None]
-    return t.sub_(mean).div_(std)
+    return normalised(torch.from_numpy(arr.copy()).permute(2, 0, 1).to(torch.float32))
 
 
 def preprocess_exact(images: ImagesLike, size: int = 224, crop: str = "round") -> torch.Tensor:
@@ -130,10 +135,7 @@ def _fast_group(x: torch.Tensor, size: int, crop: str) -> torch.Tensor:
     nh, nw = resized_size(h, w, size)
     top, left = crop_offsets(nh, nw, size, crop)
     x = pil_bicubic_resize(x, nh, nw, slice(top, top + size), slice(left, left + size))
-    x = x.to(torch.float32) / 255.0
-    mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device)[:, None, None]
-    std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device)[:, None, None]
-    return (x - mean) / std
+    return normalised(x.to(torch.float32))
 
 
 def preprocess_fast(images: ImagesLike, size: int = 224, device=None, crop: str = "round") -> torch.Tensor:
