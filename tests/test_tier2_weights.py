@@ -80,3 +80,17 @@ def test_a_student_on_its_own_weights_is_not_repatched_per_queue(host, patched_w
     assert separate[1][0] == separate[2][0] == 0              # its own weights: patched once, in queue 1
     for (_, s_shared, t_shared), (_, s_own, t_own) in zip(shared, separate):
         assert torch.equal(s_shared, s_own) and torch.equal(t_shared, t_own)
+
+
+def test_without_room_for_a_copy_the_student_keeps_sharing_and_says_so(host, monkeypatch):
+    import sys
+    from comfyui_harness import capture_logs
+    weights = next(m for name, m in list(sys.modules.items()) if name.endswith("nodes.weights") and
+                   hasattr(m, "with_own_weights"))
+    seen = []
+    monkeypatch.setattr(weights, "room_for_copy", lambda size, free: seen.append((size, free)) or False)
+    with capture_logs() as lines:
+        run = run_prompt(host, lora_wiring(7, separate=True), fresh=True)
+    assert run.output("own") is run.output("lora")  # the student that was given, no copy
+    assert seen and seen[0][0] > 0 and seen[0][1] > 0  # asked with the UNet's size and the free memory
+    assert any("Separate Student Weights" in line and "re-patched" in line for line in lines)

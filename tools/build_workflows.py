@@ -394,14 +394,23 @@ def prompt_node(wf, text=PROMPT_T2I):
                   value=text)
 
 
-def sd15_student(wf, lora=True):
+def own_weights(wf, model):
+    """Separate Student Weights after the LoRA: the student and the teacher share one checkpoint, and
+    without it every queue re-patches the LoRA into the shared UNet (bench/bench_pipeline.py)."""
+    return wf.add("StudentTeacherSeparateStudentWeights", "Student", 0, title="Student's own weights (no re-patch)",
+                  model=model).student
+
+
+def sd15_student(wf, lora=True, separate=True):
+    """The SD1.5 checkpoint and the student made from it (the LCM-LoRA on its own weights, unless
+    `separate` is False: a graph without the teacher gains nothing from the copy)."""
     ckpt = wf.add("CheckpointLoaderSimple", "Student", 0, title="SD1.5 (teacher; student base)",
                   ckpt_name=MODELS["sd15"][0])
     model = ckpt.MODEL
     if lora:
         lora_node = wf.add("LoraLoaderModelOnly", "Student", 0, title="LCM-LoRA (student)", model=ckpt.MODEL,
                            lora_name=MODELS["lcm_lora_sd15"][0], strength_model=1.0)
-        model = lora_node.MODEL
+        model = own_weights(wf, lora_node.MODEL) if separate else lora_node.MODEL
     return ckpt, model
 
 
@@ -494,11 +503,12 @@ pack); the rest are **refined** by SDXL-Base: rollback 0.85, 12 UniPC steps.
                   ckpt_name=MODELS["sdxl"][0])
     lora = wf.add("LoraLoaderModelOnly", "Student", 0, title="LCM-LoRA-SDXL (student)", model=ckpt.MODEL,
                   lora_name=MODELS["lcm_lora_sdxl"][0], strength_model=1.0)
+    student_model = own_weights(wf, lora.MODEL)
     pos = wf.add("CLIPTextEncode", "Student", 1, title="Positive", clip=ckpt.CLIP, text=prompt.STRING)
     neg = wf.add("CLIPTextEncode", "Student", 1, title="Negative (teacher only at cfg 1)", clip=ckpt.CLIP,
                  text=NEGATIVE)
     empty = wf.add("EmptyLatentImage", "Student", 1, width=1024, height=1024, batch_size=4)
-    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=lora.MODEL, positive=pos.CONDITIONING,
+    student = wf.add("StudentTeacherConsistencySampler", "Student", 2, model=student_model, positive=pos.CONDITIONING,
                      negative=neg.CONDITIONING, latent_image=empty.LATENT, seed=0, steps=4, cfg=1.0,
                      schedule="lcm", denoise=1.0)
     _, gate = oracle_nodes(wf, student.latent, ckpt.VAE, prompt.STRING, "percentile", 0.0, 70,
@@ -675,7 +685,7 @@ Calibrate with **exactly** the student settings the gate will see (checkpoint + 
 ## Files
 {model_table("sd15", "lcm_lora_sd15", "image_reward")}
 """, size=(560, 440))
-    ckpt, student_model = sd15_student(wf)
+    ckpt, student_model = sd15_student(wf, separate=False)
     oracle = wf.add("StudentTeacherLoadImageRewardOracle", "Oracle", 0, oracle_file=MODELS["image_reward"][0],
                     device="auto", dtype="auto", preprocess="auto", batch_size=8)
     cal = wf.add("StudentTeacherCalibrateThreshold", "Oracle", 1, model=student_model, clip=ckpt.CLIP, vae=ckpt.VAE,
