@@ -39,10 +39,10 @@ class SeparateStudentWeights:
     DESCRIPTION = ("Gives the student its own copy of the UNet, so a student made from the teacher's checkpoint "
                    "(an LCM-LoRA on the same model) is not re-patched on every queue: without it, loading the "
                    "student merges the LoRA into the weights the teacher shares and loading the teacher takes it "
-                   "out again (1.6-3 s a queue for SD1.5 on a CPU). Costs one more UNet in memory (SD1.5 ~1.7 GB, "
-                   "SDXL ~5 GB in fp16), made once and kept while the inputs stay the same; when the copy would "
-                   "not leave 2 GiB free, the student keeps sharing (a warning says so). The student's samples "
-                   "are unchanged.")
+                   "out again (3-4 s a queue for full-size SD1.5 on a 2-core CPU, bench/bench_pipeline.py). "
+                   "Costs one more UNet in memory (SD1.5 ~1.7 GB, SDXL ~5 GB in fp16), made once and kept while "
+                   "the inputs stay the same; when the copy would not leave 2 GiB free, the student keeps sharing "
+                   "(a warning says so). The student's samples are unchanged.")
     CATEGORY = CATEGORY
     FUNCTION = "separate"
     RETURN_TYPES = ("MODEL",)
