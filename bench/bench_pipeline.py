@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -59,7 +59,6 @@ class Settings:
     rollback: float
     k: int
     seed: int = 1
-    notes: list = field(default_factory=list)
 
 
 def boot_comfyui(path, device, work):
