@@ -35,18 +35,10 @@ from oracle.preprocess import preprocess_exact, preprocess_fast  # noqa: E402
 from tools.clip_standin import MODELS as CLIP_MODELS  # noqa: E402
 from tools.clip_standin import standin_state_dict  # noqa: E402
 from tools.imagereward_standin import standin_state_dict as imagereward_standin  # noqa: E402
+from pipeline_models import SD15_UNET  # noqa: E402  (bench/, the script's own folder)
 
 ORACLES = ("ImageReward",) + tuple(CLIP_MODELS)
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
-
-SD15_UNET = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
-                      "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, act_fn="silu",
-)
 
 
 def sync(device):

@@ -39,11 +39,11 @@ sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 import pipeline_models  # noqa: E402
 from pipeline_timing import tau_for  # noqa: E402
-from tools.side_env import make_venv, offline_env  # noqa: E402
+from tools.side_env import offline_env  # noqa: E402
 
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
-OFFICIAL_PINS = ["torch==2.13.0", "torchvision==0.28.0", "transformers==4.55.4", "timm==0.6.13", "numpy", "pillow",
-                 "safetensors", "pandas", "psutil", "diffusers==0.35.2"]
+# beside the original image-reward package's own pins: what the official pipeline and the timing need
+OFFICIAL_PINS = ["diffusers==0.35.2", "pandas", "psutil"]
 
 
 @dataclass
@@ -92,11 +92,10 @@ def official_code(path, work):
 
 def run_official(a, s, paths):
     """The official pipeline in its side environment -> its rows."""
-    from tools.make_imagereward_golden import offline_hf_cache
+    from tools.make_imagereward_golden import make_venv, offline_hf_cache
     py = os.path.join(a.official_venv, "bin", "python")
     if not os.path.exists(py):
-        py = make_venv(a.official_venv, OFFICIAL_PINS, ["--no-build-isolation", "fairscale==0.4.13"],
-                       ["--no-deps", "image-reward==1.5"])
+        py = make_venv(a.official_venv, *OFFICIAL_PINS)
     out = os.path.join(a.work, "official.json")
     with tempfile.TemporaryDirectory() as hf:
         offline_hf_cache(hf)  # the BLIP tokenizer's bert-base-uncased vocabulary, from the pack
@@ -183,7 +182,7 @@ def main(argv=None):
     os.makedirs(a.work, exist_ok=True)
 
     comfy = boot_comfyui(a.comfyui, a.device, a.work)
-    paths = pipeline_models.make(a.work, a.comfyui, REPO)
+    paths = pipeline_models.make(a.work, a.comfyui)
     s = Settings(files={k: os.path.basename(paths[k]) for k in pipeline_models.FILES}, prompt=PROMPT, size=a.size,
                  batches=[int(b) for b in a.batches.split(",")], student_steps=a.student_steps,
                  teacher_steps=a.teacher_steps, teacher_alone_steps=a.teacher_alone_steps, cfg=a.cfg,

@@ -7,13 +7,13 @@ otherwise; VAE decode and encode; the oracle's score call (preprocessing include
 queue spends (ComfyUI's model loading and LoRA patching, noise, samplers' arithmetic, the graph) is
 wall minus those.
 """
-import gc
 import itertools
 import sys
 import time
 import uuid
 
 from pipeline_timing import Clock, MemoryPeak
+from tools.comfyui_boot import free_memory
 
 STUDENT_SAMPLERS = ("consistency_sampler", "sample_lcm")  # qualname fragments of student samplers
 
@@ -158,21 +158,15 @@ class ComfyBench:
 
     def free(self):
         """Back to nothing loaded and nothing cached, between configurations."""
-        import comfy.model_management as mm
-        self.executor.reset()
-        mm.unload_all_models()
-        mm.cleanup_models_gc()
-        gc.collect()
-        mm.soft_empty_cache()
+        free_memory(self.executor)
 
     def scores(self, config, s, batch):
         """The oracle's scores of the student's samples at the timed seed (nothing sent to the teacher)."""
+        self.free()
         prompt, out = graph(config, s, batch, s.seed, -100.0, wiring="all-in-one")
         self.run(prompt)
         latent = self.output(out, 1)
-        scores = [r.score for r in latent["student_teacher"]]
-        self.free()
-        return scores
+        return [r.score for r in latent["student_teacher"]]
 
     def time_config(self, config, s, taus):
         """Warm up (batch 1, a sample sent to the teacher), then one timed queue per batch size."""
@@ -186,5 +180,4 @@ class ComfyBench:
             with MemoryPeak(self.device) as peak:
                 wall = self.run(prompt)
             rows.append(self.clock.row(config, batch, wall, peak.bytes, self.refined / batch))
-        self.free()
         return rows

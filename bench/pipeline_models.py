@@ -17,8 +17,15 @@ import json
 import os
 import re
 import shutil
+import sys
 
 import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+from tools.clip_standin import HF_VIT_L14  # noqa: E402  (SD1.5's text encoder is CLIP ViT-L/14's text tower)
+from tools.imagereward_standin import standin_state_dict  # noqa: E402
 
 LORA_RANK = 64
 SEED = 0
@@ -35,11 +42,7 @@ SD15_VAE = dict(
     block_out_channels=[128, 256, 512, 512],
     down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
 )
-SD15_TEXT = dict(  # openai/clip-vit-large-patch14's text tower
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=49406,
-    eos_token_id=49407, pad_token_id=1,
-)
+SD15_TEXT = dict(HF_VIT_L14["text_config"], bos_token_id=49406, eos_token_id=49407, pad_token_id=1)
 SD15_SCHEDULER = dict(
     _class_name="PNDMScheduler", num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
     beta_schedule="scaled_linear", set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1,
@@ -68,7 +71,7 @@ def paths(work: str) -> dict:
     return out
 
 
-def make(work: str, comfyui: str, repo: str) -> dict:
+def make(work: str, comfyui: str) -> dict:
     """Write every file under `work` (once: a finished set is reused) -> paths(work)."""
     p = paths(work)
     done = os.path.join(work, "models.done")
@@ -96,7 +99,7 @@ def make(work: str, comfyui: str, repo: str) -> dict:
               p["checkpoint"])
     save_file(contiguous(lora), p["lora"])
     save_file(contiguous(student_sd), p["student_unet"])  # diffusers layout: ComfyUI's UNETLoader reads it
-    torch.save(image_reward_weights(repo), p["oracle"])
+    torch.save(image_reward_weights(), p["oracle"])
     open(done, "w").close()
     return p
 
@@ -181,11 +184,8 @@ def write_json(path, data):
         json.dump(data, f, indent=1)
 
 
-def image_reward_weights(repo) -> dict:
+def image_reward_weights() -> dict:
     """ImageReward at full size with the parity tests' deterministic stand-in weights, in the original
     checkpoint's key layout (both the pack and the image-reward package load it)."""
-    import sys
-    sys.path.insert(0, repo)
-    from tools.imagereward_standin import standin_state_dict
-    with open(os.path.join(repo, "tests", "data", "imagereward", "keys.json")) as f:
+    with open(os.path.join(REPO, "tests", "data", "imagereward", "keys.json")) as f:
         return standin_state_dict(json.load(f), seed=0)

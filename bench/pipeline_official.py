@@ -16,7 +16,6 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 import time
 
 import torch
@@ -26,7 +25,7 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
 sys.path.insert(0, HERE)
 from pipeline_timing import Clock, MemoryPeak, tau_for  # noqa: E402
-from tools.make_imagereward_golden import MED_CONFIG, import_original  # noqa: E402
+from tools.make_imagereward_golden import original_image_reward  # noqa: E402
 
 
 def load_official(folder):
@@ -72,12 +71,7 @@ def models(a, device, dtype):
     teacher = StableDiffusionImg2ImgPipeline.from_pretrained(a.teacher, **common).to(device)
     teacher.scheduler = DPMSolverMultistepScheduler.from_config(teacher.scheduler.config)  # DPM++ 2M
     teacher.set_progress_bar_config(disable=True)
-    original = import_original()
-    with tempfile.TemporaryDirectory() as tmp:
-        med = os.path.join(tmp, "med_config.json")
-        with open(med, "w") as f:
-            json.dump(MED_CONFIG, f)
-        estimator = original.ImageReward(med, device=device).eval()
+    estimator = original_image_reward(device)
     estimator.load_state_dict(torch.load(a.oracle, map_location="cpu", weights_only=True), strict=False)
     estimator.to(device=device)
     return student, teacher, estimator

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import gc
 import logging
 import os
 import sys
@@ -46,7 +45,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO_ROOT not in sys.path:  # for `tools` and the host-free packages
     sys.path.append(REPO_ROOT)
 from tools.comfyui_boot import PACK_PREFIX as PACK_NODE_PREFIX  # noqa: E402,F401  (for the tests)
-from tools.comfyui_boot import boot, object_info  # noqa: E402
+from tools.comfyui_boot import boot, free_memory, object_info  # noqa: E402
 from tiny_models import TINY_MODELS, build_tiny_models  # noqa: E402
 
 ENV_VAR = "COMFYUI_PATH"
@@ -157,12 +156,7 @@ class ComfyHost:
 
     def free_memory(self):
         """Drop cached outputs and loaded models, then collect garbage."""
-        import comfy.model_management
-        self.executor.reset()
-        comfy.model_management.unload_all_models()
-        comfy.model_management.cleanup_models_gc()
-        gc.collect()
-        comfy.model_management.soft_empty_cache()
+        free_memory(self.executor)
 
     def tiny(self, name: str) -> str:
         """File name of tiny model `name`, built on first use (returns `name`)."""

@@ -153,6 +153,18 @@ def _load_pack(loop, nodes, pack, core):
     return module, mapping, handler.lines
 
 
+def free_memory(executor):
+    """Drop `executor`'s cached outputs and every loaded model, then collect garbage."""
+    import gc
+
+    import comfy.model_management as mm
+    executor.reset()
+    mm.unload_all_models()
+    mm.cleanup_models_gc()
+    gc.collect()
+    mm.soft_empty_cache()
+
+
 class _Request:
     def __init__(self, node_class):
         self.match_info = {"node_class": node_class}

@@ -43,8 +43,9 @@ MED_CONFIG = {
 }
 
 
-def make_venv(venv):
-    return make_venv_with(venv, PINS, ["--no-build-isolation", "fairscale==0.4.13"],
+def make_venv(venv, *more_pins):
+    """The side environment for the original package (plus `more_pins`, e.g. diffusers for the benchmark)."""
+    return make_venv_with(venv, PINS + list(more_pins), ["--no-build-isolation", "fairscale==0.4.13"],
                           ["--no-deps", "image-reward==1.5"])
 
 
@@ -76,6 +77,16 @@ def import_original():
     return importlib.import_module("ImageReward.ImageReward")
 
 
+def original_image_reward(device="cpu"):
+    """The original package's ImageReward model (its own random init), built from BLIP's med_config."""
+    original = import_original()
+    with tempfile.TemporaryDirectory() as tmp:
+        med = os.path.join(tmp, "med_config.json")
+        with open(med, "w") as f:
+            json.dump(MED_CONFIG, f)
+        return original.ImageReward(med, device=device).eval()
+
+
 def run_original(seed, out_dir):
     import numpy as np
     import torch
@@ -84,12 +95,7 @@ def run_original(seed, out_dir):
 
     from tools.imagereward_standin import GOLDEN_PROMPTS, golden_images, key_spec_of, standin_state_dict
 
-    original = import_original()
-    with tempfile.TemporaryDirectory() as tmp:
-        med = os.path.join(tmp, "med_config.json")
-        with open(med, "w") as f:
-            json.dump(MED_CONFIG, f)
-        model = original.ImageReward(med, device="cpu").eval()
+    model = original_image_reward()
     spec = key_spec_of(model.state_dict())
     model.load_state_dict(standin_state_dict(spec, seed), strict=True)
     images = golden_images()
