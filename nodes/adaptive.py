@@ -1,6 +1,8 @@
 """All-in-one adaptive sampler: student -> oracle gate -> teacher, for simple graphs.
 It calls the same functions, and borrows the same input specs, as the separate nodes."""
-from .common import CATEGORY, ORACLE_TYPE, SEED
+from ..schedulers.record import records_of
+from .comfy_glue import check_model_fits
+from .common import CATEGORY, ORACLE_TYPE, SEED, inputs_named
 from .gate import OracleGate, calibration_signature, gate
 from .student import ConsistencySampler, student_sample
 from .improvers import images_of, report
@@ -49,12 +51,19 @@ class AdaptiveSampler:
     def run(self, student, teacher, positive, negative, latent_image, vae, oracle, prompt, seed, student_steps,
             student_cfg, schedule, threshold_mode, tau, k, calibration, budget, strategy, rollback_mode,
             rollback, teacher_steps, sampler_name, scheduler, teacher_cfg):
-        latent = student_sample(student, positive, negative, latent_image, seed, student_steps, student_cfg,
-                                schedule)
-        decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
-                        student_steps, teacher_steps)
-        out, todo = improve(teacher, positive, negative, latent, strategy, rollback_mode, rollback, teacher_steps,
-                            sampler_name, scheduler, teacher_cfg, seed, vae, decision, latent_image, 1.0)
+        with inputs_named({"model": "student", "steps": "student_steps", "cfg": "student_cfg"}):
+            latent = student_sample(student, positive, negative, latent_image, seed, student_steps, student_cfg,
+                                    schedule)
+        # the teacher is checked now, not only when a sample is rejected: a wrong one fails every queue
+        check_model_fits(teacher, "teacher", latent["samples"], "latent_image", records_of(latent),
+                         {"positive": positive, "negative": negative})
+        with inputs_named({"latent": "latent_image"}):
+            decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
+                            student_steps, teacher_steps)
+        with inputs_named({"model": "teacher", "steps": "teacher_steps", "cfg": "teacher_cfg", "latent": "latent_image",
+                           "source_latent": "latent_image"}):
+            out, todo = improve(teacher, positive, negative, latent, strategy, rollback_mode, rollback, teacher_steps,
+                                sampler_name, scheduler, teacher_cfg, seed, vae, decision, latent_image, 1.0)
         text = "\n".join(decision.lines()) + "\n" + report(out, decision, todo,
                                                             f"teacher ({strategy}, {teacher_steps} steps)",
                                                             teacher_steps)

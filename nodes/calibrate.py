@@ -11,10 +11,10 @@ import folder_paths
 from ..oracle.calibration import (DEFAULT_KS, ShardRefused, calibration_data, merge_calibrations, prompt_id,
                                   save_new_as)
 from ..oracle.histogram import render_histogram
-from ..schedulers.errors import InputError
+from ..schedulers.errors import InputError, require_file_stem
 from ..schedulers.record import records_of
 from .comfy_glue import check_interrupt
-from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature
+from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature, inputs_named
 from .gate import (CALIBRATION_FOLDER, NO_CALIBRATION, calibration_choices, calibration_signature, load_calibration,
                    oracle_label)
 from .prompts import NO_FILE, PROMPTS_FOLDER, encode_prompts, prompt_list
@@ -86,8 +86,9 @@ class CalibrateThreshold:
             "seed": SEED,
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Prompts per student batch."}),
             "filename": ("STRING", {"default": "my_student",
-                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if that "
-                                               "file exists, as <filename>_2.json (never overwritten)."}),
+                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if a "
+                                               "calibration of that name exists (the pack's presets too), as "
+                                               "<filename>_2.json (never overwritten)."}),
         }, "optional": {
             **ConsistencySampler.INPUT_TYPES()["optional"],
             "first_prompt": ("INT", {"default": 0, "min": 0, "max": 100000,
@@ -105,27 +106,30 @@ class CalibrateThreshold:
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
             steps, cfg, schedule, seed, batch_size, filename, w="", first_prompt=0, **more_students):
-        name = os.path.basename(filename.strip()).removesuffix(".json")
-        if not name:
-            raise InputError("filename", "empty file name", "give a name such as lcm_sd15_4steps")
+        name = require_file_stem("filename", filename, "lcm_sd15_4steps")
         first = int(first_prompt)
         texts = prompt_list(prompts, prompts_file, at_least=2, fix=TOO_FEW)[first:]
-        texts = texts[:max_prompts] if max_prompts else texts
         if len(texts) < 2:
-            raise InputError("first_prompt" if first else "prompts", f"{len(texts)} prompt(s) from prompt {first} on",
-                             TOO_FEW if not first else "lower first_prompt, or give more prompts")
-        students = [model] + [more_students[f"student_{i}"] for i in range(2, 5) if more_students.get(f"student_{i}")]
+            raise InputError("first_prompt", f"{len(texts)} prompt(s) from prompt {first} on",
+                             "lower first_prompt, or give more prompts")
+        if max_prompts == 1:
+            raise InputError("max_prompts", "1 prompt has no percentiles", "use 0 (every prompt) or at least 2")
+        texts = texts[:max_prompts] if max_prompts else texts
+        students = [(1, model)] + [(i, more_students[f"student_{i}"]) for i in range(2, 5)
+                                   if more_students.get(f"student_{i}")]
         images, lines = [], []
-        for s, student in enumerate(students):
-            scores, ws = student_scores(student, clip, vae, oracle, texts, negative_prompt, width, height, steps, cfg,
-                                        schedule, seed, batch_size, w, first)
+        for number, student in students:  # each keeps its input's number, as the gate's calibration_<n> does
+            with inputs_named({"model": "model" if number == 1 else f"student_{number}", "positive": "clip",
+                               "negative": "clip", "latent_image": "width"}):
+                scores, ws = student_scores(student, clip, vae, oracle, texts, negative_prompt, width, height, steps,
+                                            cfg, schedule, seed, batch_size, w, first)
             meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
                     "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(texts),
                     "prompts_file": prompts_file, "seed": int(seed),
                     "oracle": {"name": oracle.name, "kind": oracle.kind, "fingerprint": oracle.fingerprint},
-                    "student": f"student {s + 1}", "model": type(student.model.model_config).__name__,
+                    "student": f"student {number}", "model": type(student.model.model_config).__name__,
                     "negative_prompt": negative_prompt, "created": now()}
-            image, text = save_student_calibration(name if len(students) == 1 else f"{name}_student{s + 1}", scores,
+            image, text = save_student_calibration(name if len(students) == 1 else f"{name}_student{number}", scores,
                                                    meta, f"{oracle_label(oracle)}, {len(texts)} prompts, {steps} "
                                                    f"steps, cfg {cfg:g}", range(first, first + len(texts)), texts)
             images.append(image)
@@ -142,15 +146,17 @@ def save_student_calibration(name, scores, meta, caption, prompt_indices, prompt
 
 
 def save_and_draw(name, data, caption):
-    """Save calibration `data` as <name>.json (or <name>_2.json, ...) -> (histogram IMAGE, summary)."""
+    """Save calibration `data` as <name>.json (or <name>_2.json, ...) -> (histogram IMAGE, summary). A
+    name any calibration folder has (the pack's presets too) is taken: the gate's list shows one file
+    per name, and a new file must not hide the one the user picks today."""
     out_dir = folder_paths.get_folder_paths(CALIBRATION_FOLDER)[0]
-    path, data = save_new_as(out_dir, name, data)
+    path, data = save_new_as(out_dir, name, data, taken=set(folder_paths.get_filename_list(CALIBRATION_FOLDER)))
     saved = os.path.basename(path)
     taus = {int(k): v for k, v in data.items() if k != "metadata"}
     hist = render_histogram(data["metadata"]["samples"]["score"], taus, title=f"{saved}: {caption}")
     where = f"saved {path}"
     if saved != name + ".json":
-        where += f" ({name}.json exists already and was left as it is)"
+        where += f" (a calibration named {name}.json exists already and was left as it is)"
     summary = where + "\n" + "\n".join(f"k={k}: tau={t:+.4f}" for k, t in taus.items())
     return torch.from_numpy(np.asarray(hist, dtype=np.float32) / 255.0)[None], summary
 
@@ -175,16 +181,15 @@ class MergeCalibrations:
             "calibration": shard(1),
             "calibration_2": shard(2),
             "filename": ("STRING", {"default": "merged",
-                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if that file "
-                                               "exists, as <filename>_2.json (never overwritten)."}),
+                                    "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if a "
+                                               "calibration of that name exists (the pack's presets too), as "
+                                               "<filename>_2.json (never overwritten)."}),
         }, "optional": {"calibration_3": shard(3), "calibration_4": shard(4)}}
 
     IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, calibration, calibration_2, filename, calibration_3=NO_CALIBRATION, calibration_4=NO_CALIBRATION):
-        name = os.path.basename(filename.strip()).removesuffix(".json")
-        if not name:
-            raise InputError("filename", "empty file name", "give a name such as lcm_sd15_4steps")
+        name = require_file_stem("filename", filename, "merged_lcm_sd15")
         chosen = [("calibration", calibration), ("calibration_2", calibration_2), ("calibration_3", calibration_3),
                   ("calibration_4", calibration_4)]
         shards = [(input_name, file, load_calibration(file, input_name)[1]) for input_name, file in chosen

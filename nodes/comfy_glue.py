@@ -123,8 +123,12 @@ def sigmas_at_timesteps(model, timesteps) -> torch.Tensor:
 def ksampler_schedule(model, sampler_name: str, scheduler: str):
     """schedule(n): the sigmas ComfyUI's KSampler runs for n steps of this sampler/scheduler."""
     def schedule(n: int) -> torch.Tensor:
-        return comfy.samplers.KSampler(model, steps=n, device="cpu", sampler=sampler_name,
-                                       scheduler=scheduler).sigmas.float().cpu()
+        sigmas = comfy.samplers.KSampler(model, steps=n, device="cpu", sampler=sampler_name,
+                                         scheduler=scheduler).sigmas.float().cpu()
+        if not torch.isfinite(sigmas).all():  # e.g. kl_optimal for 1 step (0/0 in ComfyUI's formula)
+            raise InputError("scheduler", f"{scheduler} gives invalid sigmas ({sigmas.tolist()}) for {n} steps",
+                             "use another scheduler (normal, karras, ...) or more steps")
+        return sigmas
     return schedule
 
 
@@ -138,9 +142,10 @@ def retry_noise(seed, batch_index, sample_shape, round_):
     return PerSampleNoise(seed, batch_index, sample_shape, Stream.RETRY_INITIAL, round_=round_).draw(0)
 
 
-def rollback_noise(seed, batch_index, sample_shape):
-    """Algorithm 1's fresh Z for refine: a stream of its own, independent of the initial noise."""
-    return PerSampleNoise(seed, batch_index, sample_shape, Stream.ROLLBACK).draw(0)
+def rollback_noise(seed, batch_index, sample_shape, rounds=0):
+    """Algorithm 1's fresh Z for refine: a stream of its own, independent of the initial noise, and of
+    an earlier rollback of the same sample (rounds: each sample's SampleRecord.noise_round)."""
+    return PerSampleNoise(seed, batch_index, sample_shape, Stream.ROLLBACK, round_=rounds).draw(0)
 
 
 def noised_latent(model, x0, noise, sigma):
@@ -170,22 +175,25 @@ def consistency_sampler(seed, batch_index, sample_shape, round_=0):
     return comfy.samplers.KSAMPLER(sample)
 
 
-def per_sample_sampler(sampler_name, seed, batch_index, sample_shape, device):
-    """ComfyUI's sampler, with stochastic samplers drawing noise per sample (not per batch)."""
+def per_sample_sampler(sampler_name, seed, batch_index, sample_shape, device, rounds=0):
+    """ComfyUI's sampler, with stochastic samplers drawing noise per sample (not per batch). ddim's
+    inpainting draws one noise for the whole batch ("random"): here masked-out areas get the stage's
+    own per-sample noise instead, as every other sampler's do."""
     sampler = comfy.samplers.sampler_object(sampler_name)
+    extra_options = dict(sampler.extra_options)
     if "noise_sampler" in inspect.signature(sampler.sampler_function).parameters:
-        noise = PerSampleNoise(seed, batch_index, sample_shape, Stream.TEACHER_SAMPLER, torch.float32, device)
-        sampler = comfy.samplers.KSAMPLER(sampler.sampler_function,
-                                          extra_options={**sampler.extra_options, "noise_sampler": noise},
-                                          inpaint_options=sampler.inpaint_options)
-    return sampler
+        extra_options["noise_sampler"] = PerSampleNoise(seed, batch_index, sample_shape, Stream.TEACHER_SAMPLER,
+                                                        torch.float32, device, rounds)
+    inpaint_options = {k: v for k, v in sampler.inpaint_options.items() if k != "random"}
+    return comfy.samplers.KSAMPLER(sampler.sampler_function, extra_options=extra_options,
+                                   inpaint_options=inpaint_options)
 
 
-def sample_with_sigmas(model, noise, cfg, sampler, sigmas, positive, negative, latent, noise_mask=None):
+def sample_with_sigmas(model, noise, cfg, sampler, sigmas, positive, negative, latent, noise_mask=None, seed=None):
     callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
     return comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas.to(model.load_device), positive,
                                       negative, latent, noise_mask=noise_mask, callback=callback,
-                                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED)
+                                      disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
 
 
 def _subset_control(control, indices, batch_size):

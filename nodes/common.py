@@ -1,4 +1,5 @@
 """Names, shared input specs and node-wide rules of the pack's nodes."""
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -16,6 +17,17 @@ ORACLE_TYPE = "IR_ORACLE"
 
 SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                 "tooltip": "Noise seed. A sample's noise depends only on this seed and its batch index."})
+
+
+@contextlib.contextmanager
+def inputs_named(names):
+    """Errors of the shared code a node calls, under the node's own input names ({shared: own})."""
+    try:
+        yield
+    except InputError as e:
+        if e.input_name not in names:
+            raise
+        raise e.renamed(names) from None
 
 
 def float_inputs(node_class) -> list:

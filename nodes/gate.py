@@ -126,21 +126,22 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
                                               student_steps=steps or 1, teacher_steps=teacher_steps)
         notes += calibration_mismatch(meta, mine)
     texts = sample_prompts(prompt, records)
-    samples, images, scores, new_scores = score_changed(latent, records, vae, oracle, texts, keep_better)
+    samples, images, scores, new_scores, records = score_changed(latent, records, vae, oracle, texts, keep_better)
     for note in notes:
         log.warning(note)
     gated = {**latent, "samples": samples}
     decision = decide(scores, [thresholds[r.student] for r in records], records, images=images,
                       budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes,
-                      new_scores=new_scores, oracle=oracle_id(oracle), oracle_name=oracle_label(oracle))
+                      new_scores=new_scores, oracle=oracle_id(oracle), oracle_name=oracle_label(oracle), prompts=texts)
     return dataclasses.replace(decision, latent=with_records(gated, decision.records, images=list(images)))
 
 
 def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
-    """Decode and score only the samples that changed since a gate of this oracle scored them (a gate
-    after an improver); the others keep their score and decoded image. keep_better_on: a sample an
-    improver made score lower goes back to its earlier version (scored by this oracle too, when an
-    earlier gate used another). -> (samples, images, scores, new scores of the samples sent back, else None)."""
+    """Decode and score only the samples that changed since a gate of this oracle scored them against
+    the same text (a gate after an improver); the others keep their score and decoded image.
+    keep_better_on: a sample an improver made score lower goes back to its earlier version and w
+    (scored by this oracle too, when an earlier gate used another). -> (samples, images, scores, new
+    scores of the samples sent back (else None), records)."""
     me = oracle_id(oracle)
     samples = latent["samples"]
     images = list(rows_of(latent, IMAGES_KEY))   # decoded by the gate or improver before
@@ -150,7 +151,7 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
         for i, image in zip(missing, vae.decode(samples[missing])):
             images[i] = image
     check_interrupt()
-    fresh = [i for i, r in enumerate(records) if not r.scored_by(me)]
+    fresh = [i for i, r in enumerate(records) if not r.scored_by(me, texts[i])]
     new = oracle.score(torch.stack([images[i] for i in fresh]), [texts[i] for i in fresh]).tolist() if fresh else []
     scores = [records[i].score for i in range(len(records))]
     for i, score in zip(fresh, new):
@@ -158,7 +159,7 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
     new_scores = [None] * len(records)
     if keep_better_on:
         earlier = [list(row) if row is not None else None for row in rows_of(latent, EARLIER_KEY)]
-        before = [records[i].earlier_score(me) if earlier[i] is not None else None for i in fresh]
+        before = [records[i].earlier_score(me, texts[i]) if earlier[i] is not None else None for i in fresh]
         unscored = [j for j, i in enumerate(fresh) if earlier[i] is not None and before[j] is None]
         if unscored:  # an earlier gate used another oracle: score the earlier versions on this one's scale
             for j in unscored:
@@ -170,13 +171,14 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
             for j, value in zip(unscored, again):
                 before[j] = value
         back = [i for i, revert in zip(fresh, keep_better(new, before)) if revert]
-        samples = samples.clone()
+        samples, records = samples.clone(), list(records)
         for i in back:
-            samples[i], images[i] = earlier[i]
+            samples[i], images[i], w = earlier[i]
+            records[i] = dataclasses.replace(records[i], w=w)
             if images[i] is None:  # the improver had no decoded image of it
                 images[i] = vae.decode(samples[i:i + 1])[0]
             new_scores[i], scores[i] = scores[i], before[fresh.index(i)]
-    return samples, torch.stack(images), torch.tensor(scores, dtype=torch.float32), new_scores
+    return samples, torch.stack(images), torch.tensor(scores, dtype=torch.float32), new_scores, records
 
 
 class OracleGate:

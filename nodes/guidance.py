@@ -14,7 +14,7 @@ import folder_paths
 import nodes
 
 from ..schedulers.errors import InputError
-from ..schedulers.guidance import W_CONVENTIONS, guidance_embedding, w_rows
+from ..schedulers.guidance import W_CONVENTIONS, W_RANGE, guidance_embedding, w_rows
 from .common import CATEGORY, full_path
 
 W_OPTION = "student_teacher_w"        # transformer_options: the per-sample w of the batch being sampled
@@ -131,7 +131,7 @@ def guided_file_path(name, input_name):
 
 
 W_INPUTS = {
-    "w": ("FLOAT", {"default": 8.0, "min": 0.0, "max": 50.0, "step": 0.5,
+    "w": ("FLOAT", {"default": 8.0, "min": W_RANGE[0], "max": W_RANGE[1], "step": 0.5,
                     "tooltip": "Guidance scale the student embeds when its sampler gives none (core KSampler). The "
                                "Consistency Student Sampler's w input overrides it, per sample."}),
     "w_convention": (list(W_CONVENTIONS), {"default": "diffusers",

@@ -1,6 +1,10 @@
 """What every improver (the teacher, a student retry) does around its own sampling: take the samples
 the gate sent on as one sub-batch, put the new rows back in batch order, extend their records, decode
 only what nobody has decoded yet, and keep each replaced version for a keep-the-better gate."""
+from dataclasses import replace
+
+import torch
+
 from ..schedulers.batching import batch_indices, put_rows
 from ..schedulers.errors import InputError
 from ..schedulers.record import (IMAGES_KEY, bare_records, cost_line, per_student_lines, records_of, rows_of,
@@ -17,29 +21,37 @@ def rows_to_improve(latent, decision):
     if decision.batch_size != n or decision.batch_index != batch_indices(latent):
         raise InputError("gate", f"the gate decided on samples {decision.batch_index}, the latent holds "
                          f"{batch_indices(latent)}", "connect the gate that scored this same latent")
-    base = decision.latent if decision.latent is not None else latent
-    images = list(decision.images) if decision.images is not None else list(rows_of(base, IMAGES_KEY))
-    return base, decision.rejected, decision.records, images
+    gated = decision.latent["samples"] if decision.latent is not None else latent["samples"]
+    if not same_samples(latent["samples"], gated):
+        raise InputError("latent", "holds other samples than the gate decided on (a node between them changed "
+                         "them, or keep_better restored earlier versions)", "connect the gate's latent output "
+                         "here; put nodes that change the samples before the gate")
+    images = list(decision.images) if decision.images is not None else list(rows_of(latent, IMAGES_KEY))
+    return latent, decision.rejected, decision.records, images
 
 
-def put_back(base, todo, records, images, rows, stage, vae):
+def same_samples(a, b) -> bool:
+    return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b)))
+
+
+def put_back(base, todo, records, images, rows, stage, vae, ws=None):
     """The LATENT with `rows` in place of rows `todo` (the others bit-identical), their records extended
-    by `stage`, their earlier versions kept; and every row's decoded image (decoding only new rows and
-    rows never decoded)."""
+    by `stage` (and given the guidance `ws` the new rows were made with), their earlier versions kept;
+    and every row's decoded image (decoding only new rows and rows never decoded)."""
     n = int(base["samples"].shape[0])
     earlier = [None] * n  # only this improver's replacements: the next gate compares with them
-    images = list(images)
+    images, records = list(images), list(records)
     samples = base["samples"]
     if todo:
-        for i, image in zip(todo, vae.decode(rows)):
-            earlier[i] = (samples[i], images[i])
+        for j, (i, image) in enumerate(zip(todo, vae.decode(rows))):
+            earlier[i] = (samples[i], images[i], records[i].w)
             images[i] = image
+            records[i] = records[i].then(stage) if ws is None else replace(records[i], w=ws[j]).then(stage)
         samples = put_rows(samples, todo, rows)
     missing = [i for i in range(n) if images[i] is None]
     if missing:
         for i, image in zip(missing, vae.decode(samples[missing])):
             images[i] = image
-    records = [r.then(stage) if i in todo else r for i, r in enumerate(records)]
     return with_records({**base, "samples": samples}, records, images=images, earlier=earlier)
 
 
@@ -63,5 +75,4 @@ def report(latent, decision, todo, what, teacher_steps=None):
 
 def images_of(latent):
     """The decoded images a LATENT made by put_back carries, as one IMAGE batch."""
-    import torch
     return torch.stack(list(rows_of(latent, IMAGES_KEY)))

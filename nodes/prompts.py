@@ -3,12 +3,11 @@
 The CONDITIONING made here has one row per prompt and carries the prompt texts (under PROMPTS_KEY in
 its dict), so the student can write each sample's prompt into its record and the gate scores sample i
 against prompt i without the text being wired twice."""
-import math
-
 import torch
 
 import folder_paths
 
+from ..schedulers.batching import shared_token_length
 from ..schedulers.errors import InputError
 from .common import CATEGORY, file_signature, full_path
 
@@ -33,11 +32,12 @@ def prompt_list(text, prompts_file, limit=0, at_least=1, fix=None):
 def encode_prompts(clip, prompts):
     """CONDITIONING with one row per prompt (pooled outputs too). Encodings of different token lengths
     (prompts over 77 tokens) are repeated to a common length, ComfyUI's own rule when it batches
-    conditionings (comfy.conds.CONDCrossAttn.concat): repeating keys and values leaves attention as it is."""
+    conditionings (comfy.conds.CONDCrossAttn.concat): repeating keys and values leaves attention as it is.
+    Like ComfyUI, it refuses what would grow the conditioning too much (lengths 1..7 chunks -> 420)."""
     encoded = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
     if any(len(e) != 1 for e in encoded):
         raise InputError("clip", "the text encoder gave a scheduled (hooked) conditioning", "use a plain CLIP")
-    length = math.lcm(*[e[0][0].shape[1] for e in encoded])
+    length = shared_token_length([e[0][0].shape[1] for e in encoded])
     rows = [e[0][0].repeat(1, length // e[0][0].shape[1], 1) for e in encoded]
     extra = dict(encoded[0][0][1])
     if "pooled_output" in extra:

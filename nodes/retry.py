@@ -1,7 +1,5 @@
 """A cheap retry before the teacher: a consistency student draws the rejected samples again, from fresh
 noise (each retry round its own), at a fraction of the teacher's cost."""
-import dataclasses
-
 import torch
 
 from ..schedulers.batching import take_rows
@@ -22,24 +20,30 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
     base, todo, records, images = rows_to_improve(latent, decision)
     if todo:
         n = int(base["samples"].shape[0])
-        if source_latent is None:
-            start = torch.zeros_like(base["samples"][todo])
-        elif source_latent["samples"].shape[0] in (1, n):
-            start = take_rows(source_latent["samples"], todo, n).expand(len(todo), *base["samples"].shape[1:])
-        else:
-            raise InputError("source_latent", f"has {source_latent['samples'].shape[0]} samples for {n}",
-                             "use the latent the student started from")
-        sub = {"samples": start.contiguous(), "batch_index": [records[i].batch_index for i in todo]}
+        sub = {"samples": retry_start(base["samples"], todo, source_latent).contiguous(),
+               "batch_index": [records[i].batch_index for i in todo]}
+        if base.get("noise_mask") is not None:  # inpainting: the retry repaints the same area
+            sub["noise_mask"] = take_rows(base["noise_mask"], todo, n)
         out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
                              sub, seed, steps, cfg, schedule, denoise, w, retry=int(retry_round))
         fresh = records_of(out)
-        records = list(records)
-        for j, i in enumerate(todo):  # the retry's w (it may embed another one), the sample's history
-            records[i] = dataclasses.replace(records[i], w=fresh[j].w)
         stage = Stage("retry", steps=int(steps), settings={**fresh[0].last("student").settings,
                                                            "retry": int(retry_round)})
-        return put_back(base, todo, records, images, out["samples"], stage, vae), todo
+        # each record keeps the sample's history and takes the retry's w (it may embed another one)
+        return put_back(base, todo, records, images, out["samples"], stage, vae, [r.w for r in fresh]), todo
     return put_back(base, todo, records, images, None, None, vae), todo
+
+
+def retry_start(samples, todo, source_latent):
+    """The latents the retried rows start from: empty (text-to-image) or the source image's (editing)."""
+    n = int(samples.shape[0])
+    if source_latent is None:
+        return torch.zeros_like(samples[todo])
+    source = source_latent["samples"]
+    if source.shape[0] not in (1, n) or source.shape[2:] != samples.shape[2:]:
+        raise InputError("source_latent", f"shape {tuple(source.shape)} does not match the samples' "
+                         f"{tuple(samples.shape)}", "use the latent the student started from")
+    return take_rows(source, todo, n).expand(len(todo), *source.shape[1:])
 
 
 class StudentRetry:

@@ -1,6 +1,6 @@
 """Rollback noise as a node of its own, for graphs built on core SamplerCustom."""
 from ..schedulers.batching import batch_indices
-from ..schedulers.record import records_of
+from ..schedulers.record import bare_records, records_of
 from ..schedulers.rollback import rollback_sigmas
 from .comfy_glue import check_model_fits, ksampler_schedule, noised_latent, rollback_noise
 from .common import CATEGORY
@@ -10,10 +10,12 @@ from .teacher import Improve
 def add_rollback_noise(model, latent, mode, value, steps, sampler_name, scheduler, seed):
     """(noised LATENT, SIGMAS): the student samples sent back to the first sigma with the same
     noise Teacher Improve's refine draws, and the teacher's sigmas from there."""
-    check_model_fits(model, "model", latent["samples"], "latent", records_of(latent))
+    records = records_of(latent)
+    check_model_fits(model, "model", latent["samples"], "latent", records)
     sigmas = rollback_sigmas(mode, ksampler_schedule(model, sampler_name, scheduler), steps, value)
     x0 = latent["samples"]
-    noise = rollback_noise(seed, batch_indices(latent), x0.shape[1:])
+    records = records or bare_records(batch_indices(latent))
+    noise = rollback_noise(seed, [r.batch_index for r in records], x0.shape[1:], [r.noise_round for r in records])
     return {**latent, "samples": noised_latent(model, x0, noise, sigmas[0])}, sigmas
 
 

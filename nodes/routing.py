@@ -147,11 +147,23 @@ class RouteStudents:
         return file_signature(CENTROIDS_FOLDER, centroids) if centroids != NO_FILE else ""
 
     def connected(self, inputs):
-        return [f"student_{i}" for i in range(1, SLOTS + 1) if f"student_{i}" in inputs]
+        """The connected student inputs, numbered without gaps (rules, default_student and a centroid
+        file's groups count students 1, 2, ...)."""
+        slots = [f"student_{i}" for i in range(1, SLOTS + 1) if f"student_{i}" in inputs]
+        if slots and slots[-1] != f"student_{len(slots)}":
+            gap = next(f"student_{i}" for i in range(1, SLOTS + 1) if f"student_{i}" not in slots)
+            raise InputError(gap, f"is not connected but {slots[-1]} is", f"connect the students from student_1 "
+                             f"on without a gap (move {slots[-1]}'s model to {gap})")
+        return slots
 
     def check_lazy_status(self, route, positive, latent_image, **inputs):
-        """Only the students that get prompts are loaded (a student left without prompts never is)."""
-        slots = self.connected(inputs)
+        """Only the students that get prompts are loaded (a student left without prompts never is).
+        The assignment made here is this queue's; run() decides again when none was made."""
+        self._assignment = None
+        try:
+            slots = self.connected(inputs)
+        except InputError:  # run() says it
+            return []
         needed = slots
         if route != "best_of":
             try:
@@ -174,8 +186,8 @@ class RouteStudents:
             out = best_of_students(models, positive, negative, latent_image, settings, inputs["vae"], inputs["oracle"])
         else:
             texts = prompts_of(positive, int(latent_image["samples"].shape[0]))
-            assignment = getattr(self, "_assignment", None) or route_from(
-                route, texts, slots, dict(inputs, default_student=default_student))
+            assignment, self._assignment = getattr(self, "_assignment", None), None
+            assignment = assignment or route_from(route, texts, slots, dict(inputs, default_student=default_student))
             out = sample_students(models, assignment, positive, negative, latent_image, settings)
         lines = [f"#{r.batch_index} -> {r.student}: {r.prompt}" for r in records_of(out)]
         return {"ui": {"text": ["\n".join(lines)]}, "result": (out, "\n".join(lines))}

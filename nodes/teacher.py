@@ -47,11 +47,12 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
     check_model_fits(model, "model", base["samples"], "latent", records,
                      {"positive": positive, "negative": negative})
     index = [records[i].batch_index for i in todo]
+    rounds = [records[i].noise_round for i in todo]
     start, mask = teacher_start(base, todo, strategy, source_latent, model)
     schedule = ksampler_schedule(model, sampler_name, scheduler)
     if strategy == "refine":
         sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback)
-        noise = rollback_noise(seed, index, start.shape[1:])
+        noise = rollback_noise(seed, index, start.shape[1:], rounds)
         settings = {"strategy": strategy, "rollback_mode": rollback_mode, "rollback": float(rollback)}
     else:
         sigmas = strength_sigmas(schedule, steps, require_fraction("source_denoise", source_denoise))
@@ -59,9 +60,9 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
         settings = {"strategy": strategy, "source_denoise": float(source_denoise)}
     settings.update(sampler=sampler_name, scheduler=scheduler, cfg=float(cfg), seed=int(seed))
     check_interrupt()
-    sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device)
+    sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device, rounds)
     rows = sample_with_sigmas(model, noise, cfg, sampler, sigmas, subset_conditioning(positive, todo, n),
-                              subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n))
+                              subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n), seed)
     return put_back(base, todo, records, images, rows, Stage("teacher", steps=int(steps), settings=settings),
                     vae), todo
 

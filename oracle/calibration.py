@@ -170,12 +170,15 @@ def write_new(path, data: dict) -> dict:
     return data
 
 
-def save_new_as(directory, name: str, data: dict) -> Tuple[str, dict]:
+def save_new_as(directory, name: str, data: dict, taken: Iterable[str] = ()) -> Tuple[str, dict]:
     """Write <name>.json in ``directory``, or <name>_2.json, <name>_3.json, ... when the name is
-    taken, never replacing a file. Returns (path written, data)."""
+    taken (a file there, or one of the file names `taken`), never replacing a file. Returns (path
+    written, data)."""
+    taken = set(taken)
     for n in itertools.count(1):
-        path = os.path.join(directory, f"{name}.json" if n == 1 else f"{name}_{n}.json")
-        if os.path.exists(path):
+        file = f"{name}.json" if n == 1 else f"{name}_{n}.json"
+        path = os.path.join(directory, file)
+        if file in taken or os.path.exists(path):
             continue
         try:
             return path, write_new(path, data)
@@ -184,9 +187,9 @@ def save_new_as(directory, name: str, data: dict) -> Tuple[str, dict]:
 
 
 def save_calibration_as(directory, name: str, scores, ks: Iterable = DEFAULT_KS,
-                        metadata: Optional[Mapping] = None, prompt_indices=None, prompt_ids=None):
+                        metadata: Optional[Mapping] = None, prompt_indices=None, prompt_ids=None, taken=()):
     """save_new_as for freshly measured scores."""
-    return save_new_as(directory, name, calibration_data(scores, ks, metadata, prompt_indices, prompt_ids))
+    return save_new_as(directory, name, calibration_data(scores, ks, metadata, prompt_indices, prompt_ids), taken)
 
 
 def _load_json(path) -> dict:

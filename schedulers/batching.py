@@ -1,4 +1,5 @@
 """Sub-batches: send only some samples to the teacher and put them back in place."""
+import math
 from typing import Sequence
 
 import torch
@@ -37,3 +38,18 @@ def batch_indices(latent: dict) -> list:
         raise InputError("latent", f"batch_index has {len(idx)} entries for {n} samples",
                          "rebuild the latent batch with ComfyUI's batch nodes")
     return [int(i) for i in idx]
+
+
+MAX_REPEAT = 4  # the growth ComfyUI allows when it batches conditionings of unlike lengths (comfy/conds.py)
+
+
+def shared_token_length(lengths: Sequence[int], input_name: str = "prompts") -> int:
+    """The token length prompts of these lengths share in one batch: their least common multiple (each
+    repeated to it), refused when that grows past MAX_REPEAT times the longest (1..7 chunks -> 420)."""
+    lengths = sorted({int(n) for n in lengths})
+    length = math.lcm(*lengths)
+    if length > MAX_REPEAT * lengths[-1]:
+        raise InputError(input_name, f"prompts of {', '.join(map(str, lengths))} tokens would each be repeated to "
+                         f"{length} tokens to share one batch", "give one list prompts of like lengths (a chunk is "
+                         "77 tokens), or shorten the longest prompts")
+    return length

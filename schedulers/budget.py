@@ -27,10 +27,10 @@ def percentile_for_budget(budget: float, student_steps: int, teacher_steps: int)
 
 
 def k_within_budget(budget: float, student_steps: int, teacher_steps: int,
-                    available: Optional[Iterable[int]] = None) -> int:
-    """The largest available percentile whose average cost stays within the budget."""
+                    available: Optional[Iterable[float]] = None) -> float:
+    """The largest available percentile (as given: 50, or 12.5) whose average cost stays within the budget."""
     exact = percentile_for_budget(budget, student_steps, teacher_steps)
-    choices = sorted(set(int(k) for k in available)) if available is not None else list(range(0, 101))
+    choices = sorted(set(available)) if available is not None else list(range(0, 101))
     fitting = [k for k in choices if k <= exact + 1e-9]
     if not fitting:
         raise InputError("budget", f"{budget} steps allows k = {exact:.1f}, below every calibrated "

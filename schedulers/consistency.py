@@ -23,6 +23,9 @@ def lcm_timesteps(steps: int, original_steps: int = 50, strength: float = 1.0,
         raise InputError("denoise", f"got {strength}, outside (0, 1]", "use a denoise above 0 and at most 1")
     k = num_train_timesteps // original_steps
     grid = (np.arange(1, int(original_steps * strength) + 1) * k - 1)[::-1]
+    if not len(grid):
+        raise InputError("denoise", f"denoise {strength:g} leaves none of the {original_steps}-step distillation "
+                         "grid", f"raise denoise to at least {1 / original_steps:g}")
     if steps > len(grid):
         raise InputError("steps", f"{steps} consistency steps need at least {steps} of the "
                          f"{original_steps}-step distillation grid, but denoise {strength} leaves {len(grid)}",
@@ -38,8 +41,11 @@ def trailing_timesteps(steps: int, strength: float = 1.0, num_train_timesteps: i
     if not 0.0 < strength <= 1.0:
         raise InputError("denoise", f"got {strength}, outside (0, 1]", "use a denoise above 0 and at most 1")
     top = num_train_timesteps * strength
-    ts = np.round(np.arange(top, 0, -top / steps))[:steps] - 1
-    return [max(int(t), 0) for t in ts]
+    ts = [max(int(t), 0) for t in np.round(np.arange(top, 0, -top / steps))[:steps] - 1]
+    if len(set(ts)) < steps:  # more steps than timesteps left: some would run twice, for nothing
+        raise InputError("steps", f"{steps} steps do not fit in the {len(set(ts))} timesteps denoise {strength:g} "
+                         "leaves", f"use at most {len(set(ts))} steps or raise denoise")
+    return ts
 
 
 def boundary_scalings(timestep):

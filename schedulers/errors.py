@@ -6,8 +6,12 @@ class InputError(ValueError):
     """A user-facing error: names the input that is wrong and how to fix it."""
 
     def __init__(self, input_name: str, problem: str, fix: str):
-        self.input_name = input_name
+        self.input_name, self.problem, self.fix = input_name, problem, fix
         super().__init__(f"{input_name}: {problem}. Fix: {fix}")
+
+    def renamed(self, names) -> "InputError":
+        """The same error under the input names of a node that calls shared code ({shared: its own})."""
+        return InputError(names.get(self.input_name, self.input_name), self.problem, self.fix)
 
 
 def require_steps(name: str, steps: int) -> int:
@@ -28,3 +32,22 @@ def require_finite(name: str, value) -> float:
     if not math.isfinite(float(value)):
         raise InputError(name, f"got {value}", "give a finite number")
     return float(value)
+
+
+FILE_NAME_MAX = 120
+_NOT_IN_FILE_NAMES = set('<>:"/\\|?*')
+
+
+def require_file_stem(name: str, text: str, example: str) -> str:
+    """The file name a user typed, as a stem to save under: folders and a .json ending dropped, and
+    refused when empty, hidden (leading dot), too long or holding characters some systems refuse."""
+    stem = str(text).strip().replace("\\", "/").rsplit("/", 1)[-1].strip()
+    stem = stem[:-5] if stem.lower().endswith(".json") else stem
+    bad = sorted({c for c in stem if c in _NOT_IN_FILE_NAMES or not c.isprintable()})
+    if not stem or stem.startswith(".") or len(stem) > FILE_NAME_MAX or bad:
+        problem = ("empty file name" if not stem else f"{len(stem)} characters is too long" if len(stem) > FILE_NAME_MAX
+                   else f"{stem!r} would be a hidden file" if stem.startswith(".")
+                   else f"{stem!r} holds {', '.join(repr(c) for c in bad)}")
+        raise InputError(name, problem, f"give a plain name of letters, digits, '-' and '_' (at most "
+                         f"{FILE_NAME_MAX} characters), such as {example}")
+    return stem

@@ -23,16 +23,17 @@ class Threshold:
     how: str            # one line for the report
 
 
-def percentile_threshold(taus: Dict[int, float], k: int, source: str = "the calibration") -> Threshold:
-    """tau for percentile k; k = 0 keeps every sample, k = 100 sends every sample to the teacher."""
+def percentile_threshold(taus: Dict[float, float], k: float, source: str = "the calibration") -> Threshold:
+    """tau for percentile k (a calibrated one: 50, or 12.5); k = 0 keeps every sample, k = 100 sends
+    every sample to the teacher."""
     if k <= 0:
         return Threshold(-math.inf, 0, "k = 0: every sample kept")
     if k >= 100:
         return Threshold(math.inf, 100, "k = 100: every sample to the teacher")
-    if int(k) not in taus:
-        raise InputError("k", f"{source} has no {k}th percentile (it has {sorted(taus)})",
+    if k not in taus:
+        raise InputError("k", f"{source} has no {k:g}th percentile (it has {sorted(taus)})",
                          "pick one of those k, or calibrate that percentile")
-    return Threshold(float(taus[int(k)]), int(k), f"tau = {taus[int(k)]:.4f}, the {int(k)}th percentile of {source}")
+    return Threshold(float(taus[k]), k, f"tau = {taus[k]:.4f}, the {k:g}th percentile of {source}")
 
 
 def resolve_threshold(mode: str, *, tau: float = 0.0, k: int = 50, taus: Optional[Dict[int, float]] = None,
@@ -49,7 +50,7 @@ def resolve_threshold(mode: str, *, tau: float = 0.0, k: int = 50, taus: Optiona
         k = k_within_budget(budget, student_steps, teacher_steps, available=set(taus) | {0, 100})
         t = percentile_threshold(taus, k, source)
         cost = average_steps(student_steps, teacher_steps, k)
-        return Threshold(t.tau, t.k, f"budget {budget:g} steps -> k = {k} ({cost:g} average steps); {t.how}")
+        return Threshold(t.tau, t.k, f"budget {budget:g} steps -> k = {k:g} ({cost:g} average steps); {t.how}")
     return percentile_threshold(taus, k, source)
 
 
@@ -112,12 +113,12 @@ def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
            images: Optional[torch.Tensor] = None, budget_teacher_steps: Optional[int] = None,
            notes: Sequence[str] = (), new_scores: Optional[Sequence[Optional[float]]] = None,
            latent: Optional[dict] = None, oracle: Optional[str] = None,
-           oracle_name: Optional[str] = None) -> GateDecision:
+           oracle_name: Optional[str] = None, prompts: Optional[Sequence[str]] = None) -> GateDecision:
     """Keep the samples scoring at least their tau; `threshold` is one Threshold for all samples or
     one per sample (its student's). Each record gets this gate's stage; `new_scores` marks the samples
     whose earlier version was kept because it scored higher (keep_better). `oracle` identifies the
-    scorer in each gate stage (a later gate re-scores what another oracle scored); `oracle_name` is
-    shown in the report."""
+    scorer and `prompts` the text each sample was scored against, in each gate stage (a later gate
+    re-scores what another oracle, or another text, scored); `oracle_name` is shown in the report."""
     scores = scores.detach().float().cpu().reshape(-1)
     if len(records) != scores.shape[0]:
         raise InputError("latent", f"{len(records)} samples but {scores.shape[0]} scores",
@@ -125,10 +126,12 @@ def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
     thresholds = (threshold,) * len(records) if isinstance(threshold, Threshold) else tuple(threshold)
     accepted = scores >= torch.tensor([t.tau for t in thresholds], dtype=torch.float32)
     new_scores = new_scores or [None] * len(records)
+    prompts = prompts or [None] * len(records)
     gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok),
-                               settings={"tau": t.tau, "oracle": oracle,
+                               settings={"tau": t.tau, "oracle": oracle, "prompt": text,
                                          **({"new_score": new} if new is not None else {})}))
-                  for r, s, ok, t, new in zip(records, scores.tolist(), accepted.tolist(), thresholds, new_scores))
+                  for r, s, ok, t, new, text in zip(records, scores.tolist(), accepted.tolist(), thresholds,
+                                                    new_scores, prompts))
     return GateDecision(scores, accepted, thresholds, gated, images, budget_teacher_steps, tuple(notes), latent,
                         oracle_name)
 

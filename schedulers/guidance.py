@@ -17,6 +17,7 @@ import torch
 from .errors import InputError, require_finite
 
 W_CONVENTIONS = ("diffusers", "original")
+W_RANGE = (0.0, 50.0)  # guided students are trained on w of a few units; far outside, the embedding is noise
 
 
 def guidance_embedding(w: torch.Tensor, dim: int = 256, convention: str = "diffusers") -> torch.Tensor:
@@ -45,7 +46,10 @@ def parse_w(text: str, name: str = "w") -> List[float]:
             value = float(part)
         except ValueError:
             raise InputError(name, f"{part!r} is not a number", "give guidance scales such as 8 or 3, 5, 7, 9") from None
-        values.append(require_finite(name, value))
+        if not W_RANGE[0] <= require_finite(name, value) <= W_RANGE[1]:
+            raise InputError(name, f"w = {part} is outside {W_RANGE[0]:g}..{W_RANGE[1]:g}",
+                             "give guidance scales in that range, such as 8 or 3, 5, 7, 9")
+        values.append(value)
     return values
 
 

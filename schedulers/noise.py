@@ -3,7 +3,7 @@ never on which other samples share its batch. Each stage draws from a stream of 
 teacher's rollback noise (Algorithm 1's fresh Z) is independent of the student's noise even
 when every node shares one seed. The student's INITIAL noise is ComfyUI's own prepare_noise."""
 from enum import IntEnum
-from typing import Sequence
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -27,14 +27,16 @@ class PerSampleNoise:
     """Unit Gaussian noise for a batch, one generator per (sample, stream, step).
 
     `draw(step)` gives the batch's noise for that step; calling the object draws step 0, 1, 2, ...
-    in turn, which makes it a k-diffusion `noise_sampler(sigma, sigma_next)`. `round_` numbers the
-    retries of a stage: each round is fresh noise."""
+    in turn, which makes it a k-diffusion `noise_sampler(sigma, sigma_next)`. `round_` (one for the
+    batch, or one per sample) numbers the repeats of a stream: each round is fresh noise."""
 
     def __init__(self, seed: int, batch_index: Sequence[int], sample_shape, stream: Stream,
-                 dtype=torch.float32, device="cpu", round_: int = 0):
+                 dtype=torch.float32, device="cpu", round_: Union[int, Sequence[int]] = 0):
         self.seed = int(seed)
-        self.round = int(round_)
         self.batch_index = [int(b) for b in batch_index]
+        self.rounds = [int(round_)] * len(self.batch_index) if isinstance(round_, int) else [int(r) for r in round_]
+        if len(self.rounds) != len(self.batch_index):
+            raise ValueError(f"{len(self.rounds)} rounds for {len(self.batch_index)} samples")
         self.sample_shape = tuple(sample_shape)
         self.stream = Stream(stream)
         self.dtype = dtype
@@ -43,7 +45,7 @@ class PerSampleNoise:
 
     def draw(self, step: int) -> torch.Tensor:
         out = [torch.randn(self.sample_shape, generator=torch.Generator().manual_seed(
-            _generator_seed(self.seed, b, self.stream, step, self.round))) for b in self.batch_index]
+            _generator_seed(self.seed, b, self.stream, step, r))) for b, r in zip(self.batch_index, self.rounds)]
         return torch.stack(out).to(device=self.device, dtype=self.dtype)
 
     def __call__(self, *_sigmas) -> torch.Tensor:

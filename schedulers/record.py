@@ -7,9 +7,12 @@ Nodes read what they need and append the stage they ran; sub-batches take and pu
 same row indices as tensors, so a record always follows its sample. Reports and cost accounting are
 functions of the records, written once here.
 
-A core latent node (LatentFromBatch, LatentBatch, ...) copies the LATENT dict but not the meaning of
-this key: `records_of` then finds records that no longer match the rows and returns None, and the
-nodes fall back to their widgets and say so once.
+A core latent node copies the LATENT dict but not the meaning of this key. When it changed the rows
+(LatentFromBatch, LatentBatch, ...), `records_of` finds records that no longer match them and returns
+None, and the nodes fall back to their widgets and say so once. When it kept the rows but changed the
+samples (KSampler, LatentUpscale, Rollback Noise then SamplerCustom), the records still say whose
+samples these are, but no score or decoded image of the pack's describes them any more: `records_of`
+adds an "outside" stage to each record (so every gate scores them again) and the images are dropped.
 """
 from dataclasses import dataclass, field, replace
 from typing import Any, List, Mapping, Optional, Sequence, Tuple
@@ -17,7 +20,9 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple
 RECORDS_KEY = "student_teacher"
 # artifacts that follow the rows with their records (not facts about the samples, so not in them):
 IMAGES_KEY = "student_teacher_images"    # each row's decoded image, so a later gate decodes only what changed
-EARLIER_KEY = "student_teacher_earlier"  # (latent row, image row) an improver replaced, for keep-the-better
+EARLIER_KEY = "student_teacher_earlier"  # (latent row, image row, w) an improver replaced, for keep-the-better
+SAMPLES_KEY = "student_teacher_samples"  # the very samples tensor the records describe (compared by identity)
+OUTSIDE = "outside"  # the stage of a change made outside the pack (its steps are not known)
 
 
 @dataclass(frozen=True)
@@ -56,22 +61,39 @@ class SampleRecord:
         """The latest score an oracle gave this sample."""
         return next((s.score for s in reversed(self.stages) if s.score is not None), None)
 
-    def scored_by(self, oracle: Optional[str]) -> bool:
-        """Whether the sample is unchanged since `oracle` (a gate's settings["oracle"]) scored it: its
-        last stage is a gate of that oracle. Another oracle's score is on another scale."""
-        last = self.stages[-1] if self.stages else None
-        return last is not None and last.kind == "gate" and last.score is not None and \
-            last.settings.get("oracle") == oracle
+    @property
+    def noise_round(self) -> int:
+        """How many times the sample changed after it was first made: a stage that draws noise (the
+        teacher's rollback and sampler) draws that round of its stream, so two such stages of one
+        sample never share noise, whatever their seeds (and whatever else is in the batch)."""
+        return max(sum(s.kind != "gate" for s in self.stages) - 1, 0)
 
-    def earlier_score(self, oracle: Optional[str]) -> Optional[float]:
-        """The score `oracle` gave the version before the latest change (the last non-gate stage), if
-        a gate of that oracle scored that very version (not an older one)."""
+    def scored_by(self, oracle: Optional[str], prompt: Optional[str] = None) -> bool:
+        """Whether the sample is unchanged since `oracle` (a gate's settings["oracle"]) scored it against
+        `prompt`: its last stage is a gate of that oracle and text. Another oracle's score is on another
+        scale, and a score against another text answers another question."""
+        last = self.stages[-1] if self.stages else None
+        return last is not None and _gate_of(last, oracle, prompt)
+
+    def earlier_score(self, oracle: Optional[str], prompt: Optional[str] = None) -> Optional[float]:
+        """The score `oracle` gave the version before the latest change (the last non-gate stage)
+        against `prompt`, if a gate of that oracle scored that very version (not an older one)."""
         changes = [i for i, s in enumerate(self.stages) if s.kind != "gate"]
         if not changes:
             return None
         since = changes[-2] if len(changes) > 1 else -1  # the gates between the last two changes saw that version
-        return next((s.score for s in reversed(self.stages[since + 1:changes[-1]]) if s.kind == "gate" and
-                     s.score is not None and s.settings.get("oracle") == oracle), None)
+        return next((s.score for s in reversed(self.stages[since + 1:changes[-1]]) if _gate_of(s, oracle, prompt)),
+                    None)
+
+
+def _gate_of(stage: Stage, oracle: Optional[str], prompt: Optional[str]) -> bool:
+    return stage.kind == "gate" and stage.score is not None and stage.settings.get("oracle") == oracle and \
+        stage.settings.get("prompt") == prompt
+
+
+def _samples_changed(latent: Mapping) -> bool:
+    """Whether a node outside the pack put other samples into the LATENT since its records were written."""
+    return latent.get(SAMPLES_KEY) is not latent["samples"]
 
 
 def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:
@@ -84,7 +106,7 @@ def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:
     index = latent.get("batch_index")
     if index is not None and [int(i) for i in index] != [r.batch_index for r in records]:
         return None
-    return records
+    return tuple(r.then(Stage(OUTSIDE)) for r in records) if _samples_changed(latent) else records
 
 
 def with_records(latent: Mapping, records: Sequence[SampleRecord], images: Optional[Sequence] = None,
@@ -97,6 +119,7 @@ def with_records(latent: Mapping, records: Sequence[SampleRecord], images: Optio
         raise ValueError(f"{len(records)} records for {n} samples")
     out = {k: v for k, v in latent.items() if k not in (IMAGES_KEY, EARLIER_KEY)}
     out[RECORDS_KEY] = records
+    out[SAMPLES_KEY] = out["samples"]
     out["batch_index"] = [r.batch_index for r in records]
     for key, rows in ((IMAGES_KEY, images), (EARLIER_KEY, earlier)):
         if rows is not None:
@@ -107,11 +130,12 @@ def with_records(latent: Mapping, records: Sequence[SampleRecord], images: Optio
 
 
 def rows_of(latent: Mapping, key: str) -> tuple:
-    """The per-row artifacts under `key` (None for each row when absent or no longer matching)."""
+    """The per-row artifacts under `key` (None for each row when absent or no longer matching: the rows
+    changed, or their samples did)."""
     n = int(latent["samples"].shape[0])
     rows = latent.get(key)
-    return tuple(rows) if records_of(latent) is not None and isinstance(rows, tuple) and len(rows) == n \
-        else (None,) * n
+    fresh = records_of(latent) is not None and not _samples_changed(latent)
+    return tuple(rows) if fresh and isinstance(rows, tuple) and len(rows) == n else (None,) * n
 
 
 def bare_records(batch_index: Sequence[int]) -> Tuple[SampleRecord, ...]:
@@ -141,15 +165,18 @@ def stage_line(records: Sequence[SampleRecord]) -> str:
 
 
 def cost_line(records: Sequence[SampleRecord]) -> str:
-    """'average steps spent: S + m/n x R = c' for a student + teacher batch, else the plain average."""
+    """'average steps spent: S + m/n x R = c' for a student + teacher batch, else the plain average;
+    saying so when nodes outside the pack changed samples (their steps are not known here)."""
     avg = average_cost(records)
     improved = [r for r in records if r.last("teacher")]
     student = stage_steps(records, "student")
     teacher = stage_steps(improved, "teacher") if improved else 0
+    outside = sum(1 for r in records if r.last(OUTSIDE))
+    note = f", plus what other nodes did to {outside}/{len(records)} samples (not counted)" if outside else ""
     if student is not None and teacher is not None and \
             all(r.cost == student + (teacher if r.last("teacher") else 0) for r in records):
-        return f"average steps spent: {student} + {len(improved)}/{len(records)} x {teacher} = {avg:g}"
-    return f"average steps spent: {avg:g} per sample"
+        return f"average steps spent: {student} + {len(improved)}/{len(records)} x {teacher} = {avg:g}{note}"
+    return f"average steps spent: {avg:g} per sample{note}"
 
 
 def student_labels(records: Sequence[SampleRecord]) -> List[str]:

@@ -32,7 +32,7 @@ def student_lines(text: str, students: int, input_name: str) -> Dict[int, List[s
         if not line.strip():
             continue
         number, sep, value = line.partition(":")
-        if not sep or not number.strip().isdigit() or not 1 <= int(number) <= students:
+        if not sep or not number.strip().isdecimal() or not 1 <= int(number) <= students:
             raise InputError(input_name, f"line {line.strip()!r} does not start with a student number 1..{students}",
                              "write one entry a line as '<student>: <text>', e.g. '2: a portrait photo'")
         if value.strip():
@@ -61,7 +61,7 @@ def keyword_student(prompts: Sequence[str], patterns: Dict[int, List[str]], defa
         try:
             compiled[s] = [re.compile(p, re.IGNORECASE) for p in pats]
         except re.error as e:
-            raise InputError("keywords", f"student {s + 1}: {e} in a pattern", "fix the regular expression") from None
+            raise InputError("rules", f"student {s + 1}: {e} in a pattern", "fix the regular expression") from None
     return [next((s for s in sorted(compiled) if any(p.search(text) for p in compiled[s])), default)
             for text in prompts]
 

@@ -32,3 +32,7 @@ def test_budget_below_every_percentile():
 def test_percentile_range_checked():
     with pytest.raises(InputError, match="k"):
         average_steps(4, 12, 150)
+
+
+def test_budgets_keep_percentiles_that_are_not_whole():
+    assert k_within_budget(6.0, 4, 12, available=[12.5, 50]) == 12.5  # not truncated to a missing 12

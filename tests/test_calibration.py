@@ -157,3 +157,10 @@ def test_histogram_degenerate_inputs():
     assert im.shape == (100, 200, 3)
     with pytest.raises(CalibrationError, match="too small"):
         render_histogram([0.1], {}, width=10, height=10)
+
+
+
+def test_save_as_treats_names_of_other_calibration_folders_as_taken(tmp_path):
+    """A new file must not hide a preset (or a file of another folder) of the same name in the gate's list."""
+    path, _ = save_calibration_as(tmp_path, "lcm_sdxl_4steps_paper", scores(), taken=["lcm_sdxl_4steps_paper.json"])
+    assert os.path.basename(path) == "lcm_sdxl_4steps_paper_2.json"

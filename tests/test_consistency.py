@@ -78,3 +78,12 @@ def test_bad_steps_are_named():
         lcm_timesteps(60)
     with pytest.raises(InputError, match="denoise"):
         lcm_timesteps(4, strength=1.5)
+
+
+
+def test_no_schedule_runs_a_timestep_twice():
+    with pytest.raises(InputError, match="steps: 11 steps do not fit in the 10 timesteps"):
+        trailing_timesteps(11, strength=0.01)
+    assert trailing_timesteps(10, strength=0.01) == list(range(9, -1, -1))
+    with pytest.raises(InputError, match="denoise: denoise 0.01 leaves none .* at least 0.02"):
+        lcm_timesteps(1, strength=0.01)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from schedulers.batching import batch_indices, put_rows, take_rows
+from schedulers.batching import batch_indices, put_rows, shared_token_length, take_rows
 from schedulers.errors import InputError
 from schedulers.gating import decide, keep_better, percentile_threshold, resolve_threshold
 from schedulers.record import bare_records
@@ -86,3 +86,15 @@ def test_keep_the_better_never_lowers_a_score():
     d = decide(torch.tensor([0.1]), resolve_threshold("tau", tau=0.0), [SampleRecord(0)], new_scores=[-0.2])
     assert d.records[0].last("gate").settings["new_score"] == -0.2
     assert "kept the earlier version: the new one scored -0.2000" in d.lines()[1]
+
+
+def test_prompt_lists_share_a_token_length_within_reason():
+    assert shared_token_length([77, 154, 77]) == 154 and shared_token_length([77, 154, 231]) == 462
+    with pytest.raises(InputError, match="prompts: prompts of 77, 154, 231, 308, 385 tokens .* 4620 tokens"):
+        shared_token_length([77 * n for n in range(1, 6)])  # 60 chunks a row for prompts of at most 5
+
+
+def test_a_gate_stage_records_the_text_it_scored():
+    d = decide(torch.tensor([0.5]), resolve_threshold("tau"), bare_records([0]), oracle="A", prompts=["a cat"])
+    r = d.records[0]
+    assert r.scored_by("A", "a cat") and not r.scored_by("A", "a dog") and not r.scored_by("B", "a cat")

@@ -34,6 +34,10 @@ def test_w_lists():
         parse_w("3, high")
     with pytest.raises(InputError, match="w: got nan"):
         parse_w("nan")
+
+    for far in ("1e306", "-1", "51"):  # 1e306 * 1000 overflows to inf: the embedding would be NaN
+        with pytest.raises(InputError, match="w: w = .* is outside 0..50"):
+            parse_w(far)
     assert w_per_sample([3, 5, 7, 9], [0, 1, 2, 3, 4, 9]) == [3, 5, 7, 9, 3, 5]
     assert w_per_sample([3, 5], [7]) == w_per_sample([3, 5], [0, 7])[1:]  # a sample's w is its own
 

@@ -33,3 +33,12 @@ def test_each_retry_round_is_fresh_noise():
     first, second = (PerSampleNoise(0, [3], (4, 32, 32), Stream.RETRY_INITIAL, round_=r).draw(0) for r in (1, 2))
     assert abs(float(torch.nn.functional.cosine_similarity(first.flatten(), second.flatten(), dim=0))) < 0.1
     assert torch.equal(first[0], PerSampleNoise(0, [0, 3], (4, 32, 32), Stream.RETRY_INITIAL, round_=1).draw(0)[1])
+
+
+def test_rounds_per_sample_are_each_samples_own():
+    """A stage that runs again on a sample (a second refine) draws that sample's next round, and a
+    sample's noise is the same whatever rounds its batch neighbours are in."""
+    mixed = PerSampleNoise(0, [3, 5], (4, 8, 8), Stream.ROLLBACK, round_=[1, 0]).draw(0)
+    assert torch.equal(mixed[0], PerSampleNoise(0, [3], (4, 8, 8), Stream.ROLLBACK, round_=1).draw(0)[0])
+    assert torch.equal(mixed[1], PerSampleNoise(0, [5], (4, 8, 8), Stream.ROLLBACK).draw(0)[0])
+    assert not torch.equal(mixed[0], PerSampleNoise(0, [3], (4, 8, 8), Stream.ROLLBACK).draw(0)[0])

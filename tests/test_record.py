@@ -3,8 +3,8 @@ dropped (not guessed) when a core node has rebuilt the LATENT."""
 import pytest
 import torch
 
-from schedulers.record import (EARLIER_KEY, IMAGES_KEY, RECORDS_KEY, SampleRecord, Stage, average_cost, bare_records,
-                               cost_line, records_of, rows_of, stage_line, stage_steps, with_records)
+from schedulers.record import (EARLIER_KEY, IMAGES_KEY, OUTSIDE, RECORDS_KEY, SampleRecord, Stage, average_cost,
+                               bare_records, cost_line, records_of, rows_of, stage_line, stage_steps, with_records)
 
 
 def student(b, steps=4):
@@ -92,3 +92,26 @@ def test_decoded_images_and_earlier_versions_follow_their_rows_and_go_stale_with
     assert rows_of(cut, IMAGES_KEY) == (None,)
     with pytest.raises(ValueError):
         with_records({"samples": torch.zeros(2, 4, 8, 8)}, recs, images=["only one"])
+
+
+
+def test_samples_a_core_node_changed_keep_their_records_but_no_score_or_image():
+    """KSampler, LatentUpscale or SamplerCustom after Rollback Noise copy the LATENT dict with new
+    samples: the records still say whose samples these are, but no gate's score holds any more."""
+    gated = student(0).then(Stage("gate", score=0.4, kept=True, settings={"oracle": "A", "prompt": "a cat"}))
+    lat = with_records({"samples": torch.zeros(1, 4, 8, 8)}, [gated], images=["img0"])
+    assert records_of(lat)[0].scored_by("A", "a cat") and rows_of(lat, IMAGES_KEY) == ("img0",)
+    masked = {**lat, "noise_mask": torch.ones(1, 1, 8, 8)}  # SetLatentNoiseMask keeps the samples
+    assert records_of(masked) == records_of(lat) and rows_of(masked, IMAGES_KEY) == ("img0",)
+    sampled = {**lat, "samples": torch.ones(1, 4, 16, 16)}  # KSampler / LatentUpscale
+    again = records_of(sampled)[0]
+    assert again.seed == 7 and again.stages[-1].kind == OUTSIDE and not again.scored_by("A", "a cat")
+    assert rows_of(sampled, IMAGES_KEY) == (None,) and rows_of(sampled, EARLIER_KEY) == (None,)
+    assert "plus what other nodes did to 1/1 samples (not counted)" in cost_line([again])
+
+
+def test_noise_round_counts_the_changes_after_the_first_making():
+    gate = Stage("gate", score=0.0, kept=False)
+    assert student(0).noise_round == 0 and student(0).then(gate).noise_round == 0 and SampleRecord(0).noise_round == 0
+    refined = student(0).then(gate).then(Stage("teacher", steps=4)).then(gate)
+    assert refined.noise_round == 1 and refined.then(Stage(OUTSIDE)).noise_round == 2

@@ -19,6 +19,10 @@ def test_student_lines():
         with pytest.raises(InputError, match="rules: line"):
             student_lines(bad, 2, "rules")
 
+    for bad in ("\u00b2: a cat", "1\u00b9: a cat"):  # digits int() does not read
+        with pytest.raises(InputError, match="rules: line"):
+            student_lines(bad, 2, "rules")
+
 
 def test_nearest_prototype_wins():
     prompts = torch.stack([E[0] + 0.1 * E[1], E[2], E[3]])
@@ -32,7 +36,7 @@ def test_nearest_prototype_wins():
 def test_keywords_first_match_in_student_order_else_default():
     rules = {0: [r"\bcat"], 1: ["dog|wolf", "CAT"]}
     assert keyword_student(["A cat", "a wolf", "a bird", "catalogue"], rules, default=1) == [0, 1, 1, 0]
-    with pytest.raises(InputError, match="keywords: student 2"):
+    with pytest.raises(InputError, match="rules: student 2"):
         keyword_student(["x"], {0: [], 1: ["("]}, 0)
 
 
