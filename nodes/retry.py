@@ -6,7 +6,7 @@ from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError
 from ..schedulers.record import Stage, records_of
 from .comfy_glue import subset_conditioning
-from .common import CATEGORY, GATE_TYPE
+from .common import CATEGORY, GATE_TYPE, inputs_named
 from .improvers import images_of, put_back, report, rows_to_improve
 from .student import ConsistencySampler, student_sample
 
@@ -24,8 +24,9 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
                "batch_index": [records[i].batch_index for i in todo]}
         if base.get("noise_mask") is not None:  # inpainting: the retry repaints the same area
             sub["noise_mask"] = take_rows(base["noise_mask"], todo, n)
-        out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
-                             sub, seed, steps, cfg, schedule, denoise, w, retry=int(retry_round))
+        with inputs_named({"latent_image": "latent"}):
+            out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
+                                 sub, seed, steps, cfg, schedule, denoise, w, retry=int(retry_round))
         fresh = records_of(out)
         stage = Stage("retry", steps=int(steps), settings={**fresh[0].last("student").settings,
                                                            "retry": int(retry_round)})

@@ -13,7 +13,7 @@ from ..schedulers.record import Stage, records_of, with_records
 from ..schedulers.routing import (ROUTE_MODES, best_of, keyword_student, nearest_centroid, nearest_student,
                                   read_centroids, student_lines)
 from .comfy_glue import check_interrupt, subset_conditioning
-from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
+from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path, inputs_named
 from .prompts import prompt_embeddings, prompts_of
 from .student import ConsistencySampler, student_sample
 
@@ -64,8 +64,9 @@ def sample_students(models, assignment, positive, negative, latent, settings):
         sub = {"samples": take_rows(latent["samples"], rows, n), "batch_index": [index[i] for i in rows]}
         if latent.get("noise_mask") is not None:
             sub["noise_mask"] = take_rows(latent["noise_mask"], rows, n)
-        out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
-                             sub, **settings)
+        with inputs_named({"model": f"student_{s + 1}"}):
+            out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
+                                 sub, **settings)
         if samples is None:
             samples = out["samples"].new_zeros((n,) + out["samples"].shape[1:])
         samples = put_rows(samples, rows, out["samples"])

@@ -203,6 +203,15 @@ def test_a_router_refuses_a_gap_between_its_students(host):
     assert not run.success and "student_3: is not connected but student_4 is" in run.error, run.error
 
 
+def test_a_routed_student_that_cannot_sample_is_named_by_its_input(host):
+    g = route_graph("2: cat")
+    g["x0"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "x0",
+                                                                 "zsnr": False}}
+    g["route"]["inputs"]["student_2"] = ["x0", 0]
+    run = run_prompt(host, g, check=False)
+    assert not run.success and "student_2: schedule lcm needs an eps- or v-prediction student" in run.error, run.error
+
+
 def calibrate(filename, seed=0):
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SD15}},
