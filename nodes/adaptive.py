@@ -1,7 +1,7 @@
 """All-in-one adaptive sampler: student -> oracle gate -> teacher, for simple graphs.
 It calls the same functions, and borrows the same input specs, as the separate nodes."""
-from ..schedulers.record import records_of
-from .comfy_glue import check_model_fits
+from ..schedulers.record import SampleRecord
+from .comfy_glue import check_model_fits, latent_format_name
 from .common import CATEGORY, ORACLE_TYPE, SEED, inputs_named
 from .gate import OracleGate, calibration_signature, gate
 from .student import ConsistencySampler, student_sample
@@ -51,12 +51,13 @@ class AdaptiveSampler:
     def run(self, student, teacher, positive, negative, latent_image, vae, oracle, prompt, seed, student_steps,
             student_cfg, schedule, threshold_mode, tau, k, calibration, budget, strategy, rollback_mode,
             rollback, teacher_steps, sampler_name, scheduler, teacher_cfg):
+        # the teacher is checked before anything runs, not only when a sample is rejected
+        check_model_fits(teacher, "teacher", latent_image["samples"], "latent_image",
+                         [SampleRecord(0, latent_format=latent_format_name(student))],
+                         {"positive": positive, "negative": negative})
         with inputs_named({"model": "student", "steps": "student_steps", "cfg": "student_cfg"}):
             latent = student_sample(student, positive, negative, latent_image, seed, student_steps, student_cfg,
                                     schedule)
-        # the teacher is checked now, not only when a sample is rejected: a wrong one fails every queue
-        check_model_fits(teacher, "teacher", latent["samples"], "latent_image", records_of(latent),
-                         {"positive": positive, "negative": negative})
         with inputs_named({"latent": "latent_image"}):
             decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                             student_steps, teacher_steps)

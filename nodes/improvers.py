@@ -5,7 +5,9 @@ from dataclasses import replace
 
 import torch
 
-from ..schedulers.batching import batch_indices, put_rows
+import comfy.sample
+
+from ..schedulers.batching import batch_indices, put_rows, take_rows
 from ..schedulers.errors import InputError
 from ..schedulers.record import (IMAGES_KEY, bare_records, cost_line, per_student_lines, records_of, rows_of,
                                  stage_line, student_labels, with_records)
@@ -31,7 +33,21 @@ def rows_to_improve(latent, decision):
 
 
 def same_samples(a, b) -> bool:
+    """The same tensor, or equal values: a gate with keep_better outputs a copy even when it restores
+    nothing, and the student's latent wired past the gate holds the same values then."""
     return a is b or (a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b)))
+
+
+def source_rows(source_latent, todo, samples, model):
+    """Rows `todo` of the latent the student started from (empty, or an encoded image; one row for all
+    or one per sample), the start of a regenerate or a retry."""
+    n = int(samples.shape[0])
+    source = comfy.sample.fix_empty_latent_channels(model, source_latent["samples"])
+    if source.shape[0] not in (1, n) or source.shape[1:] != samples.shape[1:]:
+        raise InputError("source_latent", f"shape {tuple(source.shape)} does not match the samples' "
+                         f"{tuple(samples.shape)}", "use the same latent the student sampled from")
+    rows = take_rows(source, todo, n) if source.shape[0] == n else source.expand(len(todo), *source.shape[1:])
+    return rows.contiguous()
 
 
 def put_back(base, todo, records, images, rows, stage, vae, ws=None):

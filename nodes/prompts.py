@@ -33,7 +33,7 @@ def encode_prompts(clip, prompts):
     """CONDITIONING with one row per prompt (pooled outputs too). Encodings of different token lengths
     (prompts over 77 tokens) are repeated to a common length, ComfyUI's own rule when it batches
     conditionings (comfy.conds.CONDCrossAttn.concat): repeating keys and values leaves attention as it is.
-    Like ComfyUI, it refuses what would grow the conditioning too much (lengths 1..7 chunks -> 420)."""
+    What would grow the conditioning too much (lengths 1..7 chunks -> 420) is refused."""
     encoded = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
     if any(len(e) != 1 for e in encoded):
         raise InputError("clip", "the text encoder gave a scheduled (hooked) conditioning", "use a plain CLIP")

@@ -7,7 +7,7 @@ from ..schedulers.errors import InputError
 from ..schedulers.record import Stage, records_of
 from .comfy_glue import subset_conditioning
 from .common import CATEGORY, GATE_TYPE, inputs_named
-from .improvers import images_of, put_back, report, rows_to_improve
+from .improvers import images_of, put_back, report, rows_to_improve, source_rows
 from .student import ConsistencySampler, student_sample
 
 
@@ -20,7 +20,9 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
     base, todo, records, images = rows_to_improve(latent, decision)
     if todo:
         n = int(base["samples"].shape[0])
-        sub = {"samples": retry_start(base["samples"], todo, source_latent).contiguous(),
+        start = torch.zeros_like(base["samples"][todo]) if source_latent is None else \
+            source_rows(source_latent, todo, base["samples"], model)
+        sub = {"samples": start,
                "batch_index": [records[i].batch_index for i in todo]}
         if base.get("noise_mask") is not None:  # inpainting: the retry repaints the same area
             sub["noise_mask"] = take_rows(base["noise_mask"], todo, n)
@@ -33,18 +35,6 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
         # each record keeps the sample's history and takes the retry's w (it may embed another one)
         return put_back(base, todo, records, images, out["samples"], stage, vae, [r.w for r in fresh]), todo
     return put_back(base, todo, records, images, None, None, vae), todo
-
-
-def retry_start(samples, todo, source_latent):
-    """The latents the retried rows start from: empty (text-to-image) or the source image's (editing)."""
-    n = int(samples.shape[0])
-    if source_latent is None:
-        return torch.zeros_like(samples[todo])
-    source = source_latent["samples"]
-    if source.shape[0] not in (1, n) or source.shape[2:] != samples.shape[2:]:
-        raise InputError("source_latent", f"shape {tuple(source.shape)} does not match the samples' "
-                         f"{tuple(samples.shape)}", "use the latent the student started from")
-    return take_rows(source, todo, n).expand(len(todo), *source.shape[1:])
 
 
 class StudentRetry:

@@ -1,6 +1,5 @@
 """Teacher improvement: refine (rollback + a few teacher steps) or regenerate the samples
 the gate rejected, as one sub-batch, and put them back in place (nodes/improvers.py)."""
-import comfy.sample
 import comfy.samplers
 
 from ..schedulers.batching import take_rows
@@ -10,7 +9,7 @@ from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigm
 from .comfy_glue import (check_interrupt, check_model_fits, initial_noise, ksampler_schedule, per_sample_sampler,
                          rollback_noise, sample_with_sigmas, subset_conditioning)
 from .common import CATEGORY, GATE_TYPE, SEED
-from .improvers import images_of, put_back, report, rows_to_improve
+from .improvers import images_of, put_back, report, rows_to_improve, source_rows
 
 STRATEGIES = ("refine", "regenerate")
 NEEDS_SOURCE = ("regenerate needs the latent the student started from",
@@ -21,19 +20,13 @@ NEEDS_SOURCE = ("regenerate needs the latent the student started from",
 def teacher_start(latent, todo, strategy, source_latent, model):
     """The clean latents the teacher starts from: the student's samples (refine) or the
     source latent - empty for text-to-image, the encoded image for editing (regenerate)."""
-    n = int(latent["samples"].shape[0])
     if strategy == "refine":
         return latent["samples"][todo], latent.get("noise_mask")
     if strategy != "regenerate":
         raise InputError("strategy", f"unknown strategy {strategy!r}", f"choose one of {STRATEGIES}")
     if source_latent is None:
         raise InputError("source_latent", *NEEDS_SOURCE)
-    src = comfy.sample.fix_empty_latent_channels(model, source_latent["samples"])
-    if src.shape[0] not in (1, n) or src.shape[1:] != latent["samples"].shape[1:]:
-        raise InputError("source_latent", f"shape {tuple(src.shape)} does not match the student's "
-                         f"{tuple(latent['samples'].shape)}", "use the same latent the student sampled from")
-    start = take_rows(src, todo, n) if src.shape[0] == n else src.expand(len(todo), *src.shape[1:])
-    return start.contiguous(), source_latent.get("noise_mask")
+    return source_rows(source_latent, todo, latent["samples"], model), source_latent.get("noise_mask")
 
 
 def improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,

@@ -40,7 +40,7 @@ def batch_indices(latent: dict) -> list:
     return [int(i) for i in idx]
 
 
-MAX_REPEAT = 4  # the growth ComfyUI allows when it batches conditionings of unlike lengths (comfy/conds.py)
+MAX_REPEAT = 4  # the pack's cap; ComfyUI, batching conditionings in pairs, stops at 4x too (comfy/conds.py)
 
 
 def shared_token_length(lengths: Sequence[int], input_name: str = "prompts") -> int:

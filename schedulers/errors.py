@@ -35,7 +35,7 @@ def require_finite(name: str, value) -> float:
 
 
 FILE_NAME_MAX = 120
-_NOT_IN_FILE_NAMES = set('<>:"/\\|?*')
+_NOT_IN_FILE_NAMES = set('<>:"|?*')  # besides the folder separators, which are dropped with their folders
 
 
 def require_file_stem(name: str, text: str, example: str) -> str:

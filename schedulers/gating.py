@@ -36,7 +36,7 @@ def percentile_threshold(taus: Dict[float, float], k: float, source: str = "the 
     return Threshold(float(taus[k]), k, f"tau = {taus[k]:.4f}, the {k:g}th percentile of {source}")
 
 
-def resolve_threshold(mode: str, *, tau: float = 0.0, k: int = 50, taus: Optional[Dict[int, float]] = None,
+def resolve_threshold(mode: str, *, tau: float = 0.0, k: float = 50, taus: Optional[Dict[float, float]] = None,
                       source: str = "the calibration", budget: float = 0.0,
                       student_steps: int = 1, teacher_steps: int = 1) -> Threshold:
     if mode == "tau":

@@ -23,6 +23,7 @@ IMAGES_KEY = "student_teacher_images"    # each row's decoded image, so a later 
 EARLIER_KEY = "student_teacher_earlier"  # (latent row, image row, w) an improver replaced, for keep-the-better
 SAMPLES_KEY = "student_teacher_samples"  # the very samples tensor the records describe (compared by identity)
 OUTSIDE = "outside"  # the stage of a change made outside the pack (its steps are not known)
+REMAKES = ("teacher", "retry", OUTSIDE)  # stages that make a sample again from noise
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,11 @@ class SampleRecord:
 
     @property
     def noise_round(self) -> int:
-        """How many times the sample changed after it was first made: a stage that draws noise (the
-        teacher's rollback and sampler) draws that round of its stream, so two such stages of one
-        sample never share noise, whatever their seeds (and whatever else is in the batch)."""
-        return max(sum(s.kind != "gate" for s in self.stages) - 1, 0)
+        """How many times the sample was made again (teacher, retry, a node outside the pack): a stage
+        that draws noise (the teacher's rollback and sampler) draws that round of its stream, so two such
+        stages of one sample never share noise, whatever their seeds (and whatever else is in the batch).
+        Counting re-makings, not all stages, keeps it right for a latent that came without its making."""
+        return sum(s.kind in REMAKES for s in self.stages)
 
     def scored_by(self, oracle: Optional[str], prompt: Optional[str] = None) -> bool:
         """Whether the sample is unchanged since `oracle` (a gate's settings["oracle"]) scored it against

@@ -110,8 +110,10 @@ def test_samples_a_core_node_changed_keep_their_records_but_no_score_or_image():
     assert "plus what other nodes did to 1/1 samples (not counted)" in cost_line([again])
 
 
-def test_noise_round_counts_the_changes_after_the_first_making():
+def test_noise_round_counts_the_times_a_sample_was_made_again():
     gate = Stage("gate", score=0.0, kept=False)
     assert student(0).noise_round == 0 and student(0).then(gate).noise_round == 0 and SampleRecord(0).noise_round == 0
     refined = student(0).then(gate).then(Stage("teacher", steps=4)).then(gate)
     assert refined.noise_round == 1 and refined.then(Stage(OUTSIDE)).noise_round == 2
+    core = SampleRecord(0).then(gate).then(Stage("teacher", steps=4)).then(gate)  # came without its making
+    assert core.noise_round == 1
