@@ -57,7 +57,7 @@ class AdaptiveSampler:
                          {"positive": positive, "negative": negative})
         with inputs_named({"model": "student", "steps": "student_steps", "cfg": "student_cfg"}):
             latent = student_sample(student, positive, negative, latent_image, seed, student_steps, student_cfg,
-                                    schedule)
+                                    schedule, model_input="student")
         with inputs_named({"latent": "latent_image"}):
             decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                             student_steps, teacher_steps)

@@ -29,7 +29,7 @@ def now() -> str:
 
 
 def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, height, steps, cfg, schedule,
-                   seed, batch_size, w="", first=0):
+                   seed, batch_size, w="", first=0, model_input="model"):
     """Score one student sample per prompt; the sample of prompt i of the list uses batch index i of
     the seed (prompts[0] is prompt `first`), so a shard draws the samples one run would. Returns the
     scores and the w each sample embedded (None for a student without a guidance embedding)."""
@@ -40,7 +40,8 @@ def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, he
         chunk = prompts[start:start + batch_size]
         latent = {"samples": torch.zeros([len(chunk), 4, height // 8, width // 8]),
                   "batch_index": list(range(first + start, first + start + len(chunk)))}
-        out = student_sample(model, encode_prompts(clip, chunk), negative, latent, seed, steps, cfg, schedule, w=w)
+        out = student_sample(model, encode_prompts(clip, chunk), negative, latent, seed, steps, cfg, schedule, w=w,
+                             model_input=model_input)
         scores.append(oracle.score(vae.decode(out["samples"]), chunk))
         ws += [r.w for r in records_of(out)]
         check_interrupt()
@@ -119,10 +120,10 @@ class CalibrateThreshold:
                                    if more_students.get(f"student_{i}")]
         images, lines = [], []
         for number, student in students:  # each keeps its input's number, as the gate's calibration_<n> does
-            with inputs_named({"model": "model" if number == 1 else f"student_{number}", "positive": "clip",
-                               "negative": "clip", "latent_image": "width"}):
+            model_input = "model" if number == 1 else f"student_{number}"
+            with inputs_named({"model": model_input, "positive": "clip", "negative": "clip", "latent_image": "width"}):
                 scores, ws = student_scores(student, clip, vae, oracle, texts, negative_prompt, width, height, steps,
-                                            cfg, schedule, seed, batch_size, w, first)
+                                            cfg, schedule, seed, batch_size, w, first, model_input)
             meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
                     "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(texts),
                     "prompts_file": prompts_file, "seed": int(seed),

@@ -5,7 +5,7 @@ import torch
 from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError
 from ..schedulers.record import Stage, records_of
-from .comfy_glue import subset_conditioning
+from .comfy_glue import check_model_fits, subset_conditioning
 from .common import CATEGORY, GATE_TYPE, inputs_named
 from .improvers import images_of, put_back, report, rows_to_improve, source_rows
 from .student import ConsistencySampler, student_sample
@@ -20,6 +20,8 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
     base, todo, records, images = rows_to_improve(latent, decision)
     if todo:
         n = int(base["samples"].shape[0])
+        check_model_fits(model, "model", base["samples"], "latent", records,
+                         {"positive": positive, "negative": negative})
         start = torch.zeros_like(base["samples"][todo]) if source_latent is None else \
             source_rows(source_latent, todo, base["samples"], model)
         sub = {"samples": start,

@@ -66,7 +66,7 @@ def sample_students(models, assignment, positive, negative, latent, settings):
             sub["noise_mask"] = take_rows(latent["noise_mask"], rows, n)
         with inputs_named({"model": f"student_{s + 1}"}):
             out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
-                                 sub, **settings)
+                                 sub, **settings, model_input=f"student_{s + 1}")
         if samples is None:
             samples = out["samples"].new_zeros((n,) + out["samples"].shape[1:])
         samples = put_rows(samples, rows, out["samples"])

@@ -30,12 +30,13 @@ def student_ws(model, w_text, index):
 
 
 def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w="",
-                   retry=0):
+                   retry=0, model_input="model"):
     """Sample a LATENT with a consistency student; returns a new LATENT whose records say how.
-    retry > 0: draw that retry round's fresh noise instead of ComfyUI's seed noise."""
+    retry > 0: draw that retry round's fresh noise instead of ComfyUI's seed noise. model_input: what
+    the calling node calls the model, for messages."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
-    check_model_fits(model, "model", latent["samples"], "latent_image",
+    check_model_fits(model, model_input, latent["samples"], "latent_image",
                      conditioning={"positive": positive, "negative": negative})
     x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     index = batch_indices(latent)

@@ -212,6 +212,24 @@ def test_a_routed_student_that_cannot_sample_is_named_by_its_input(host):
     assert not run.success and "student_2: schedule lcm needs an eps- or v-prediction student" in run.error, run.error
 
 
+def test_a_student_of_another_family_is_named_in_the_message_too(host):
+    g = route_graph("2: cat")
+    g["xl"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SDXL}}
+    g["route"]["inputs"]["student_2"] = ["xl", 0]
+    run = run_prompt(host, g, check=False)
+    assert not run.success and "but student_2 (SDXL) expects 2048" in run.error, run.error
+
+
+def test_a_retry_model_of_another_family_is_refused(host):
+    import nodes
+    _, _, _, vae, student = setup(host, n=2)
+    xl, xl_clip = nodes.CheckpointLoaderSimple().load_checkpoint(TINY_SDXL)[:2]
+    pos, neg = (nodes.CLIPTextEncode().encode(xl_clip, t)[0] for t in ("a red cube", ""))
+    decision = pack(host, "nodes.gate").gate(student, vae, Brightness(), "a red cube", tau=100.0)
+    with pytest.raises(ValueError, match="model: is a SDXL model but the samples were made in the SD15"):
+        pack(host, "nodes.retry").retry_rejected(xl, pos, neg, decision.latent, 1, 1, 1.0, "lcm", 1, vae, decision)
+
+
 def calibrate(filename, seed=0):
     return {
         "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SD15}},
