@@ -55,7 +55,7 @@ class AdaptiveSampler:
         check_model_fits(teacher, "teacher", latent_image["samples"], "latent_image",
                          [SampleRecord(0, latent_format=latent_format_name(student))],
                          {"positive": positive, "negative": negative})
-        with inputs_named({"model": "student", "steps": "student_steps", "cfg": "student_cfg"}):
+        with inputs_named({"steps": "student_steps", "cfg": "student_cfg"}):
             latent = student_sample(student, positive, negative, latent_image, seed, student_steps, student_cfg,
                                     schedule, model_input="student")
         with inputs_named({"latent": "latent_image"}):

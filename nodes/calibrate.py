@@ -121,7 +121,7 @@ class CalibrateThreshold:
         images, lines = [], []
         for number, student in students:  # each keeps its input's number, as the gate's calibration_<n> does
             model_input = "model" if number == 1 else f"student_{number}"
-            with inputs_named({"model": model_input, "positive": "clip", "negative": "clip", "latent_image": "width"}):
+            with inputs_named({"positive": "clip", "negative": "clip", "latent_image": "width"}):
                 scores, ws = student_scores(student, clip, vae, oracle, texts, negative_prompt, width, height, steps,
                                             cfg, schedule, seed, batch_size, w, first, model_input)
             meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,

@@ -14,12 +14,12 @@ from ..schedulers.record import (IMAGES_KEY, bare_records, cost_line, per_studen
 
 
 def rows_to_improve(latent, decision):
-    """(the LATENT to start from, the rows to improve, their records, their decoded images or Nones):
-    the gate's rejections of the gate's own (gated) latent, or every sample without a gate."""
+    """(the rows of `latent` to improve, their records, their decoded images or Nones): the gate's
+    rejections (the gate must have decided on these very samples), or every sample without a gate."""
     n = int(latent["samples"].shape[0])
     if decision is None:
         records = records_of(latent) or bare_records(batch_indices(latent))
-        return latent, list(range(n)), records, list(rows_of(latent, IMAGES_KEY))
+        return list(range(n)), records, list(rows_of(latent, IMAGES_KEY))
     if decision.batch_size != n or decision.batch_index != batch_indices(latent):
         raise InputError("gate", f"the gate decided on samples {decision.batch_index}, the latent holds "
                          f"{batch_indices(latent)}", "connect the gate that scored this same latent")
@@ -29,7 +29,7 @@ def rows_to_improve(latent, decision):
                          "them, or keep_better restored earlier versions)", "connect the gate's latent output "
                          "here; put nodes that change the samples before the gate")
     images = list(decision.images) if decision.images is not None else list(rows_of(latent, IMAGES_KEY))
-    return latent, decision.rejected, decision.records, images
+    return decision.rejected, decision.records, images
 
 
 def same_samples(a, b) -> bool:
@@ -46,8 +46,7 @@ def source_rows(source_latent, todo, samples, model):
     if source.shape[0] not in (1, n) or source.shape[1:] != samples.shape[1:]:
         raise InputError("source_latent", f"shape {tuple(source.shape)} does not match the samples' "
                          f"{tuple(samples.shape)}", "use the same latent the student sampled from")
-    rows = take_rows(source, todo, n) if source.shape[0] == n else source.expand(len(todo), *source.shape[1:])
-    return rows.contiguous()
+    return take_rows(source, todo, n).expand(len(todo), *source.shape[1:]).contiguous()  # a batch-1 source broadcasts
 
 
 def put_back(base, todo, records, images, rows, stage, vae, ws=None):

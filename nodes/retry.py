@@ -17,17 +17,17 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
     (LATENT, rows retried)."""
     if int(retry_round) < 1:
         raise InputError("retry", f"got {retry_round}", "number the retries 1, 2, ...: each is fresh noise")
-    base, todo, records, images = rows_to_improve(latent, decision)
+    todo, records, images = rows_to_improve(latent, decision)
     if todo:
-        n = int(base["samples"].shape[0])
-        check_model_fits(model, "model", base["samples"], "latent", records,
+        n = int(latent["samples"].shape[0])
+        check_model_fits(model, "model", latent["samples"], "latent", records,
                          {"positive": positive, "negative": negative})
-        start = torch.zeros_like(base["samples"][todo]) if source_latent is None else \
-            source_rows(source_latent, todo, base["samples"], model)
+        start = torch.zeros_like(latent["samples"][todo]) if source_latent is None else \
+            source_rows(source_latent, todo, latent["samples"], model)
         sub = {"samples": start,
                "batch_index": [records[i].batch_index for i in todo]}
-        if base.get("noise_mask") is not None:  # inpainting: the retry repaints the same area
-            sub["noise_mask"] = take_rows(base["noise_mask"], todo, n)
+        if latent.get("noise_mask") is not None:  # inpainting: the retry repaints the same area
+            sub["noise_mask"] = take_rows(latent["noise_mask"], todo, n)
         with inputs_named({"latent_image": "latent"}):
             out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
                                  sub, seed, steps, cfg, schedule, denoise, w, retry=int(retry_round))
@@ -35,8 +35,8 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
         stage = Stage("retry", steps=int(steps), settings={**fresh[0].last("student").settings,
                                                            "retry": int(retry_round)})
         # each record keeps the sample's history and takes the retry's w (it may embed another one)
-        return put_back(base, todo, records, images, out["samples"], stage, vae, [r.w for r in fresh]), todo
-    return put_back(base, todo, records, images, None, None, vae), todo
+        return put_back(latent, todo, records, images, out["samples"], stage, vae, [r.w for r in fresh]), todo
+    return put_back(latent, todo, records, images, None, None, vae), todo
 
 
 class StudentRetry:

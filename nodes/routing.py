@@ -13,7 +13,7 @@ from ..schedulers.record import Stage, records_of, with_records
 from ..schedulers.routing import (ROUTE_MODES, best_of, keyword_student, nearest_centroid, nearest_student,
                                   read_centroids, student_lines)
 from .comfy_glue import check_interrupt, subset_conditioning
-from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path, inputs_named
+from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
 from .prompts import prompt_embeddings, prompts_of
 from .student import ConsistencySampler, student_sample
 
@@ -64,9 +64,8 @@ def sample_students(models, assignment, positive, negative, latent, settings):
         sub = {"samples": take_rows(latent["samples"], rows, n), "batch_index": [index[i] for i in rows]}
         if latent.get("noise_mask") is not None:
             sub["noise_mask"] = take_rows(latent["noise_mask"], rows, n)
-        with inputs_named({"model": f"student_{s + 1}"}):
-            out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
-                                 sub, **settings, model_input=f"student_{s + 1}")
+        out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
+                             sub, **settings, model_input=f"student_{s + 1}")
         if samples is None:
             samples = out["samples"].new_zeros((n,) + out["samples"].shape[1:])
         samples = put_rows(samples, rows, out["samples"])

@@ -9,7 +9,7 @@ from ..schedulers.record import SampleRecord, Stage, with_records
 from .comfy_glue import (check_model_fits, consistency_sampler, discrete_model_sampling, initial_noise,
                          latent_format_name, retry_noise, sample_with_sigmas, sigmas_at_timesteps,
                          with_consistency_sampling)
-from .common import CATEGORY, SEED
+from .common import CATEGORY, SEED, inputs_named
 from .guidance import guidance_of, with_w
 from .prompts import prompts_of
 
@@ -33,20 +33,21 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
                    retry=0, model_input="model"):
     """Sample a LATENT with a consistency student; returns a new LATENT whose records say how.
     retry > 0: draw that retry round's fresh noise instead of ComfyUI's seed noise. model_input: what
-    the calling node calls the model, for messages."""
+    the calling node calls the model, in its messages."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
-    check_model_fits(model, model_input, latent["samples"], "latent_image",
-                     conditioning={"positive": positive, "negative": negative})
-    x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     index = batch_indices(latent)
-    model, ws = student_ws(model, w, index)
-    if schedule == "lcm":
-        model = with_consistency_sampling(model)
-        timesteps = lcm_timesteps(steps, strength=denoise)
-    else:
-        discrete_model_sampling(model, schedule)
-        timesteps = trailing_timesteps(steps, strength=denoise)
+    with inputs_named({"model": model_input}):  # the model checks say "model"
+        check_model_fits(model, model_input, latent["samples"], "latent_image",
+                         conditioning={"positive": positive, "negative": negative})
+        model, ws = student_ws(model, w, index)
+        if schedule == "lcm":
+            model = with_consistency_sampling(model)
+            timesteps = lcm_timesteps(steps, strength=denoise)
+        else:
+            discrete_model_sampling(model, schedule)
+            timesteps = trailing_timesteps(steps, strength=denoise)
+    x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     sigmas = sigmas_at_timesteps(model, timesteps)
     sampler = consistency_sampler(seed, index, tuple(x.shape[1:]), retry)
     noise = retry_noise(seed, index, x.shape[1:], retry) if retry else initial_noise(x, seed, index)

@@ -33,15 +33,15 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
             scheduler, cfg, seed, vae, decision=None, source_latent=None, source_denoise=1.0):
     """The teacher on the samples the gate rejected (all without a gate) -> (LATENT with every row's
     record, decoded image and replaced version, the rows improved)."""
-    base, todo, records, images = rows_to_improve(latent, decision)
+    todo, records, images = rows_to_improve(latent, decision)
     if not todo:
-        return put_back(base, todo, records, images, None, None, vae), todo
-    n = int(base["samples"].shape[0])
-    check_model_fits(model, "model", base["samples"], "latent", records,
+        return put_back(latent, todo, records, images, None, None, vae), todo
+    n = int(latent["samples"].shape[0])
+    check_model_fits(model, "model", latent["samples"], "latent", records,
                      {"positive": positive, "negative": negative})
     index = [records[i].batch_index for i in todo]
     rounds = [records[i].noise_round for i in todo]
-    start, mask = teacher_start(base, todo, strategy, source_latent, model)
+    start, mask = teacher_start(latent, todo, strategy, source_latent, model)
     schedule = ksampler_schedule(model, sampler_name, scheduler)
     if strategy == "refine":
         sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback)
@@ -56,7 +56,7 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
     sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device, rounds)
     rows = sample_with_sigmas(model, noise, cfg, sampler, sigmas, subset_conditioning(positive, todo, n),
                               subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n), seed)
-    return put_back(base, todo, records, images, rows, Stage("teacher", steps=int(steps), settings=settings),
+    return put_back(latent, todo, records, images, rows, Stage("teacher", steps=int(steps), settings=settings),
                     vae), todo
 
 

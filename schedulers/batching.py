@@ -43,13 +43,13 @@ def batch_indices(latent: dict) -> list:
 MAX_REPEAT = 4  # the pack's cap; ComfyUI, batching conditionings in pairs, stops at 4x too (comfy/conds.py)
 
 
-def shared_token_length(lengths: Sequence[int], input_name: str = "prompts") -> int:
+def shared_token_length(lengths: Sequence[int]) -> int:
     """The token length prompts of these lengths share in one batch: their least common multiple (each
     repeated to it), refused when that grows past MAX_REPEAT times the longest (1..7 chunks -> 420)."""
     lengths = sorted({int(n) for n in lengths})
     length = math.lcm(*lengths)
     if length > MAX_REPEAT * lengths[-1]:
-        raise InputError(input_name, f"prompts of {', '.join(map(str, lengths))} tokens would each be repeated to "
+        raise InputError("prompts", f"prompts of {', '.join(map(str, lengths))} tokens would each be repeated to "
                          f"{length} tokens to share one batch", "give one list prompts of like lengths (a chunk is "
                          "77 tokens), or shorten the longest prompts")
     return length

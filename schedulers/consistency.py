@@ -42,9 +42,10 @@ def trailing_timesteps(steps: int, strength: float = 1.0, num_train_timesteps: i
         raise InputError("denoise", f"got {strength}, outside (0, 1]", "use a denoise above 0 and at most 1")
     top = num_train_timesteps * strength
     ts = [max(int(t), 0) for t in np.round(np.arange(top, 0, -top / steps))[:steps] - 1]
-    if len(set(ts)) < steps:  # more steps than timesteps left: some would run twice, for nothing
-        raise InputError("steps", f"{steps} steps do not fit in the {len(set(ts))} timesteps denoise {strength:g} "
-                         "leaves", f"use at most {len(set(ts))} steps or raise denoise")
+    distinct = len(set(ts))
+    if distinct < steps:  # more steps than timesteps left: some would run twice, for nothing
+        raise InputError("steps", f"{steps} steps do not fit in the {distinct} timesteps denoise {strength:g} "
+                         "leaves", f"use at most {distinct} steps or raise denoise")
     return ts
 
 

@@ -136,7 +136,7 @@ def rows_of(latent: Mapping, key: str) -> tuple:
     changed, or their samples did)."""
     n = int(latent["samples"].shape[0])
     rows = latent.get(key)
-    fresh = records_of(latent) is not None and not _samples_changed(latent)
+    fresh = not _samples_changed(latent) and records_of(latent) is not None
     return tuple(rows) if fresh and isinstance(rows, tuple) and len(rows) == n else (None,) * n
 
 

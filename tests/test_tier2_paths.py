@@ -18,15 +18,10 @@ P = "StudentTeacher"
 
 
 @pytest.fixture(scope="module")
-def host(comfy, tmp_path_factory):
+def host(comfy):
     for name in (TINY_SD15, TINY_SDXL, TINY_IMAGE_REWARD, TINY_GUIDED_SD15_UNET):
         comfy.tiny(name)
-    cal_dir = str(tmp_path_factory.mktemp("calibration"))
-    paths, exts = comfy.folder_paths.folder_names_and_paths["image_reward_calibration"]
-    comfy.folder_paths.folder_names_and_paths["image_reward_calibration"] = ([cal_dir] + list(paths), exts)
-    comfy.cal_dir = cal_dir
-    yield comfy
-    comfy.folder_paths.folder_names_and_paths["image_reward_calibration"] = (paths, exts)
+    return comfy
 
 
 def pack(host, module):
@@ -98,7 +93,8 @@ def test_an_improver_takes_the_noise_mask_put_after_the_gate_and_refuses_other_s
     gate, improve = pack(host, "nodes.gate").gate, pack(host, "nodes.teacher").improve
     decision = gate(student, vae, Brightness(), "a red cube", tau=100.0)
     nothing = nodes.SetLatentNoiseMask().set_mask(decision.latent, torch.zeros(1, 8, 8))[0]  # repaint nothing
-    out, todo = improve(model, pos, neg, nothing, "refine", "strength", 0.5, 2, "euler", "normal", 1.0, 1, vae, decision)
+    out, todo = improve(model, pos, neg, nothing, "refine", "strength", 0.5, 2, "euler", "normal", 1.0, 1, vae,
+                        decision)
     assert todo == [0, 1, 2, 3]
     torch.testing.assert_close(out["samples"], student["samples"], rtol=0, atol=1e-5)
     other = {**decision.latent, "samples": decision.latent["samples"] + 1}
@@ -146,7 +142,8 @@ def test_a_second_refine_of_a_sample_draws_other_noise_than_the_first(host):
     gate, improve = pack(host, "nodes.gate").gate, pack(host, "nodes.teacher").improve
     glue, record = pack(host, "nodes.comfy_glue"), pack(host, "schedulers.record")
     first = gate(student, vae, Brightness(), "a red cube", tau=100.0)
-    once, _ = improve(model, pos, neg, first.latent, "refine", "strength", 0.5, 2, "euler", "normal", 1.0, 0, vae, first)
+    once, _ = improve(model, pos, neg, first.latent, "refine", "strength", 0.5, 2, "euler", "normal", 1.0, 0, vae,
+                      first)
     second = gate(once, vae, Brightness(), "a red cube", tau=100.0)
     assert [r.noise_round for r in first.records] == [0, 0] and [r.noise_round for r in second.records] == [1, 1]
     # Rollback Noise draws what the second refine draws: the sample's next round, not the first one's Z
@@ -248,10 +245,11 @@ def calibrate(filename, seed=0):
 def test_a_calibration_never_takes_the_name_of_a_preset(host):
     preset = "lcm_sdxl_4steps_paper.json"
     assert preset in host.folder_paths.get_filename_list("image_reward_calibration")
+    cal_dir = host.folder_paths.get_folder_paths("image_reward_calibration")[0]  # the session's (the harness's)
     summary = run_prompt(host, calibrate("lcm_sdxl_4steps_paper")).output("node", 1)
-    assert "lcm_sdxl_4steps_paper_2.json" in summary and not os.path.exists(os.path.join(host.cal_dir, preset))
+    assert "lcm_sdxl_4steps_paper_2.json" in summary and not os.path.exists(os.path.join(cal_dir, preset))
     found = host.folder_paths.get_full_path("image_reward_calibration", preset)  # what the gate reads
-    assert os.path.dirname(found) != host.cal_dir
+    assert os.path.dirname(found) != cal_dir
 
 
 @pytest.mark.parametrize("name", ["a\x00b", "..", "x" * 300])
