@@ -11,7 +11,7 @@ import comfy.samplers
 import comfy.utils
 import latent_preview
 
-from ..schedulers.batching import take_rows
+from ..schedulers.batching import take_rows, take_sample_entries
 from ..schedulers.consistency import consistency_denoised, consistency_sample
 from ..schedulers.errors import InputError
 from ..schedulers.noise import PerSampleNoise, Stream
@@ -206,14 +206,14 @@ def _subset_control(control, indices, batch_size):
 
 
 def subset_conditioning(conditioning, indices, batch_size):
-    """The conditioning of samples `indices` only: per-sample prompts (tensors and texts), pooled
-    outputs and ControlNet hints follow their samples (ComfyUI would otherwise take the first rows)."""
+    """The conditioning of samples `indices` only: every per-sample entry follows its sample (prompt rows,
+    their texts, masks, inpaint latents, pooled outputs, ControlNet hints); ComfyUI would otherwise
+    give a sub-batch the first rows."""
     out = []
     for cond, extra in conditioning:
-        extra = dict(extra)
-        for key in ("pooled_output", PROMPTS_KEY):
-            if key in extra:
-                extra[key] = take_rows(extra[key], indices, batch_size)
+        extra = {k: take_sample_entries(v, indices, batch_size) for k, v in extra.items()}
+        if PROMPTS_KEY in extra:  # the texts are a tuple (tuples are not per-sample by rule: an area is one)
+            extra[PROMPTS_KEY] = take_rows(extra[PROMPTS_KEY], indices, batch_size)
         if extra.get("control") is not None:
             extra["control"] = _subset_control(extra["control"], indices, batch_size)
         out.append([take_rows(cond, indices, batch_size), extra])

@@ -17,6 +17,21 @@ def take_rows(x, indices: Sequence[int], batch_size: int):
     return x
 
 
+def take_sample_entries(value, indices: Sequence[int], batch_size: int):
+    """The rows `indices` of every per-sample tensor in a conditioning's extras, found by rule: a tensor
+    (also inside a list or dict) whose first dimension is the batch holds one entry per sample (masks,
+    inpaint latents and masks, pooled outputs, reference latents, whatever the next ComfyUI node adds);
+    anything else (batch-1 tensors, which broadcast; numbers; tuples such as an area; objects) passes
+    through unchanged."""
+    if isinstance(value, torch.Tensor):
+        return take_rows(value, indices, batch_size)
+    if isinstance(value, list):
+        return [take_sample_entries(v, indices, batch_size) for v in value]
+    if isinstance(value, dict):
+        return {k: take_sample_entries(v, indices, batch_size) for k, v in value.items()}
+    return value
+
+
 def put_rows(base: torch.Tensor, indices: Sequence[int], rows: torch.Tensor) -> torch.Tensor:
     """A copy of `base` with rows `indices` replaced; the other rows stay bit-identical."""
     if rows.shape[0] != len(indices) or rows.shape[1:] != base.shape[1:]:

