@@ -111,3 +111,34 @@ def test_grey_and_rgba_inputs():
         preprocess_exact(torch.rand(1, 8, 8, 2), 32)
     with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
         preprocess_exact(torch.rand(8, 8), 32)
+
+
+# tall and wide images, and large downscales: Pillow 13 resizes some of them vertical pass first
+TALL_WIDE = [(1000, 300), (300, 1000), (1031, 257), (257, 1031), (4000, 1000), (1000, 4000), (3000, 240)]
+
+
+@pytest.mark.parametrize("hw", TALL_WIDE + [(1000, 300, 100, 224), (2000, 2000, 224, 50)])
+def test_pil_resize_equals_installed_pillow(hw):
+    from oracle.pil_resize import pil_bicubic_resize
+    h, w = hw[:2]
+    nh, nw = hw[2:] or resized_size(h, w, 224)
+    a = adversarial(h, w, "noise", seed=h + w)
+    want = np.asarray(Image.fromarray(a).resize((nw, nh), Image.BICUBIC))
+    got = pil_bicubic_resize(torch.from_numpy(a).permute(2, 0, 1), nh, nw).permute(1, 2, 0)
+    assert np.array_equal(got.numpy().astype(np.uint8), want)
+
+
+@pytest.mark.parametrize("crop", ["round", "floor"])
+@pytest.mark.parametrize("hw", TALL_WIDE)
+def test_fast_equals_exact_on_tall_and_wide_images(hw, crop):
+    a = torch.from_numpy(adversarial(*hw, "noise", seed=hw[0])).float() / 255.0
+    assert torch.equal(preprocess_fast(a[None], 224, crop=crop), preprocess_exact([a], 224, crop=crop))
+
+
+def test_pass_order_follows_the_pillow_version():
+    from oracle.pil_resize import vertical_first
+    assert vertical_first(1000, 300, 746, 224, pillow_major=13)  # 254 rows lost > 2 x 76 columns
+    assert not vertical_first(1000, 300, 746, 224, pillow_major=12)  # Pillow < 13: horizontal first
+    assert not vertical_first(300, 1000, 224, 746, pillow_major=13)
+    assert not vertical_first(1000, 400, 700, 250, pillow_major=13)  # 300 = 2 x 150: not more than twice
+    assert not vertical_first(100, 1000, 200, 224, pillow_major=13)  # the height grows
