@@ -137,9 +137,9 @@ def initial_noise(latent_samples, seed, batch_index):
     return comfy.sample.prepare_noise(latent_samples, seed, list(batch_index))
 
 
-def retry_noise(seed, batch_index, sample_shape, round_):
-    """A student retry's starting noise: fresh for each retry round, per sample."""
-    return PerSampleNoise(seed, batch_index, sample_shape, Stream.RETRY_INITIAL, round_=round_).draw(0)
+def retry_noise(seed, batch_index, sample_shape, rounds):
+    """A student retry's starting noise: fresh for each retry round (one, or one per sample)."""
+    return PerSampleNoise(seed, batch_index, sample_shape, Stream.RETRY_INITIAL, round_=rounds).draw(0)
 
 
 def rollback_noise(seed, batch_index, sample_shape, rounds=0):
@@ -159,12 +159,13 @@ def noised_latent(model, x0, noise, sigma):
     return model.get_model_object("process_latent_out")(noised)
 
 
-def consistency_sampler(seed, batch_index, sample_shape, round_=0):
-    """A SAMPLER running multistep consistency sampling with per-sample re-noising (round_: a retry's)."""
+def consistency_sampler(seed, batch_index, sample_shape, rounds=0):
+    """A SAMPLER running multistep consistency sampling with per-sample re-noising (rounds: a retry's,
+    one or one per sample)."""
     def sample(model, x, sigmas, extra_args=None, callback=None, disable=None):
         extra_args = extra_args or {}
         s_in = x.new_ones([x.shape[0]])
-        renoise = PerSampleNoise(seed, batch_index, sample_shape, Stream.STUDENT_RENOISE, x.dtype, x.device, round_)
+        renoise = PerSampleNoise(seed, batch_index, sample_shape, Stream.STUDENT_RENOISE, x.dtype, x.device, rounds)
 
         def report(i, x0, xi):
             if callback is not None:

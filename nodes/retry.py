@@ -4,6 +4,7 @@ import torch
 
 from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError
+from ..schedulers.noise import RETRY_NUMBERS, retry_round
 from ..schedulers.record import Stage, records_of
 from .comfy_glue import check_model_fits, subset_conditioning
 from .common import CATEGORY, GATE_TYPE, inputs_named
@@ -11,12 +12,12 @@ from .improvers import images_of, put_back, report, rows_to_improve, source_rows
 from .student import ConsistencySampler, student_sample
 
 
-def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry_round, vae, decision=None,
+def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, decision=None,
                    source_latent=None, denoise=1.0, w=""):
-    """The student on the samples the gate rejected, from retry round `retry_round`'s noise ->
-    (LATENT, rows retried)."""
-    if int(retry_round) < 1:
-        raise InputError("retry", f"got {retry_round}", "number the retries 1, 2, ...: each is fresh noise")
+    """The student on the samples the gate rejected, from fresh noise: retry number `retry`'s round, counted
+    on from the retries each sample already had (schedulers.noise.retry_round) -> (LATENT, rows retried)."""
+    if not 1 <= int(retry) < RETRY_NUMBERS:
+        raise InputError("retry", f"got {retry}", "number the retries 1, 2, ...: each is fresh noise")
     todo, records, images = rows_to_improve(latent, decision)
     if todo:
         n = int(latent["samples"].shape[0])
@@ -28,12 +29,14 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
                "batch_index": [records[i].batch_index for i in todo]}
         if latent.get("noise_mask") is not None:  # inpainting: the retry repaints the same area
             sub["noise_mask"] = take_rows(latent["noise_mask"], todo, n)
+        rounds = [retry_round(int(retry), sum(s.kind == "retry" for s in records[i].stages)) for i in todo]
         with inputs_named({"latent_image": "latent"}):
             out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
-                                 sub, seed, steps, cfg, schedule, denoise, w, retry=int(retry_round))
+                                 sub, seed, steps, cfg, schedule, denoise, w, retry_rounds=rounds,
+                                 recorded_w=[records[i].w for i in todo])
         fresh = records_of(out)
         stage = Stage("retry", steps=int(steps), settings={**fresh[0].last("student").settings,
-                                                           "retry": int(retry_round)})
+                                                           "retry": int(retry)})
         # each record keeps the sample's history and takes the retry's w (it may embed another one)
         return put_back(latent, todo, records, images, out["samples"], stage, vae, [r.w for r in fresh]), todo
     return put_back(latent, todo, records, images, None, None, vae), todo
@@ -61,8 +64,9 @@ class StudentRetry:
             "gate": (GATE_TYPE, {"tooltip": "The Oracle Gate's decision: its rejected samples are drawn again."}),
             **{k: student["required"][k] for k in ("seed", "steps", "cfg", "schedule")},
             "retry": ("INT", {"default": 1, "min": 1, "max": 100,
-                              "tooltip": "Which retry this is: each number draws other fresh noise, so a second "
-                                         "Student Retry in the chain should say 2."}),
+                              "tooltip": "Which retry this is: each number draws other fresh noise. A second "
+                                         "Student Retry in a chain draws fresh noise at any number (the samples "
+                                         "count their retries)."}),
             "vae": ("VAE", {"tooltip": "Decodes the retried samples (only those)."}),
         }, "optional": {
             "source_latent": ("LATENT", {"tooltip": "Editing only: the encoded image the student started from "

@@ -16,8 +16,9 @@ from .prompts import prompts_of
 SCHEDULES = ("lcm", "turbo")
 
 
-def student_ws(model, w_text, index):
-    """(the model that embeds each sample's w, the per-sample w or Nones) for a guided student."""
+def student_ws(model, w_text, index, recorded=None):
+    """(the model that embeds each sample's w, the per-sample w or Nones) for a guided student. An empty
+    w box means each sample's recorded w (a retry of a w sweep keeps its w), else the student's default."""
     ws, guided = parse_w(w_text), guidance_of(model)
     if guided is None:
         if ws:
@@ -25,14 +26,16 @@ def student_ws(model, w_text, index):
                              "load the student with Load Guidance-Embedded Student (or Attach Guidance Embedding), "
                              "or leave w empty")
         return model, [None] * len(index)
-    per_sample = w_per_sample(ws or [guided.default_w], index)
+    per_sample = w_per_sample(ws, index) if ws else \
+        [guided.default_w if w is None else w for w in (recorded or [None] * len(index))]
     return with_w(model, per_sample), per_sample
 
 
 def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w="",
-                   retry=0, model_input="model"):
+                   retry_rounds=None, recorded_w=None, model_input="model"):
     """Sample a LATENT with a consistency student; returns a new LATENT whose records say how.
-    retry > 0: draw that retry round's fresh noise instead of ComfyUI's seed noise. model_input: what
+    retry_rounds: per sample, the retry round whose fresh noise replaces ComfyUI's seed noise (a retry);
+    recorded_w: per sample, the w it was made with (used when the w box is empty). model_input: what
     the calling node calls the model, in its messages."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
@@ -40,7 +43,7 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
     with inputs_named({"model": model_input}):  # the model checks say "model"
         check_model_fits(model, model_input, latent["samples"], "latent_image",
                          conditioning={"positive": positive, "negative": negative})
-        model, ws = student_ws(model, w, index)
+        model, ws = student_ws(model, w, index, recorded_w)
         if schedule == "lcm":
             model = with_consistency_sampling(model)
             timesteps = lcm_timesteps(steps, strength=denoise)
@@ -49,8 +52,9 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
             timesteps = trailing_timesteps(steps, strength=denoise)
     x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
     sigmas = sigmas_at_timesteps(model, timesteps)
-    sampler = consistency_sampler(seed, index, tuple(x.shape[1:]), retry)
-    noise = retry_noise(seed, index, x.shape[1:], retry) if retry else initial_noise(x, seed, index)
+    rounds = list(retry_rounds) if retry_rounds else 0
+    sampler = consistency_sampler(seed, index, tuple(x.shape[1:]), rounds)
+    noise = retry_noise(seed, index, x.shape[1:], rounds) if retry_rounds else initial_noise(x, seed, index)
     samples = sample_with_sigmas(model, noise, cfg, sampler, sigmas, positive, negative, x, latent.get("noise_mask"))
     stage = Stage("student", steps=int(steps), settings={"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
                                                          "denoise": float(denoise), "timesteps": tuple(timesteps)})

@@ -29,7 +29,11 @@ def with_own_weights(model):
                     where)
         return model
     own = model.clone()
-    own.model = copy.deepcopy(model.model)
+    # copied together, so an object patch that wraps the model's own modules (a guided student's w
+    # embedding around the time MLP) wraps the copy's, and a LoRA on the copy leaves the original alone
+    memo = {}
+    own.model = copy.deepcopy(model.model, memo)
+    own.object_patches = {key: copy.deepcopy(value, memo) for key, value in model.object_patches.items()}
     own.backup, own.object_patches_backup, own.hook_backup = {}, {}, {}  # a clone shares these with the original
     own.patches_uuid, own.parent = uuid.uuid4(), None
     return own

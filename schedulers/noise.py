@@ -16,6 +16,19 @@ class Stream(IntEnum):
     RETRY_INITIAL = 4     # a student retry's starting noise (its re-noising: STUDENT_RENOISE of its round)
 
 
+RETRY_NUMBERS = 1000  # a Student Retry's number is below this (its widget stops at 100)
+
+
+def retry_round(retry: int, earlier_retries: int) -> int:
+    """The noise round of retry number `retry` for a sample already retried `earlier_retries` times: chained
+    Student Retry nodes left at the same number still draw fresh noise, and two chains that number their
+    retries differently ((2, then 1) and (1, then 2)) never meet on one round. The first retry's round
+    is its number."""
+    if not 1 <= int(retry) < RETRY_NUMBERS:
+        raise ValueError(f"retry {retry} is outside 1..{RETRY_NUMBERS - 1}")
+    return int(retry) + RETRY_NUMBERS * int(earlier_retries)
+
+
 def _generator_seed(seed: int, batch_index: int, stream: int, step: int, round_: int) -> int:
     # SeedSequence mixes the integers into an independent 63-bit seed.
     state = np.random.SeedSequence([int(seed) & 0xFFFFFFFFFFFFFFFF, int(batch_index), int(stream), int(step),

@@ -1,7 +1,7 @@
 """Per-sample noise streams: one generator per (seed, batch index, stream, step)."""
 import torch
 
-from schedulers.noise import PerSampleNoise, Stream
+from schedulers.noise import PerSampleNoise, Stream, retry_round
 
 
 def test_noise_depends_only_on_seed_index_stream_and_step():
@@ -42,3 +42,14 @@ def test_rounds_per_sample_are_each_samples_own():
     assert torch.equal(mixed[0], PerSampleNoise(0, [3], (4, 8, 8), Stream.ROLLBACK, round_=1).draw(0)[0])
     assert torch.equal(mixed[1], PerSampleNoise(0, [5], (4, 8, 8), Stream.ROLLBACK).draw(0)[0])
     assert not torch.equal(mixed[0], PerSampleNoise(0, [3], (4, 8, 8), Stream.ROLLBACK).draw(0)[0])
+
+
+def test_chained_retries_draw_fresh_rounds():
+    """A second Student Retry left at number 1 draws another round than the first; numbering the retries
+    (2, 1) or (1, 2) never makes two of one sample's retries share a round; the first retry's round is its
+    number (as before chains were counted)."""
+    assert retry_round(1, 0) == 1 and retry_round(2, 0) == 2
+    assert retry_round(1, 1) not in (retry_round(1, 0), retry_round(2, 0))
+    rounds = {(a, b): (retry_round(a, 0), retry_round(b, 1)) for a in range(1, 101) for b in range(1, 101)}
+    assert all(first != second for first, second in rounds.values())
+    assert len({r for pair in rounds.values() for r in pair}) == 200

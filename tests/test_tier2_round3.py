@@ -86,3 +86,34 @@ def test_inpaint_conditioning_follows_its_samples(host):
     [(_, whole)] = pos
     assert torch.equal(extra["concat_latent_image"], whole["concat_latent_image"][[2]])
     assert torch.equal(extra["concat_mask"], whole["concat_mask"][[2]])
+
+
+def guided_student(host, w=8.0):
+    return host.pack_nodes[P + "LoadGuidedStudent"]().load(TINY_GUIDED_SD15_UNET, w, "diffusers")[0]
+
+
+def test_chained_retries_at_the_default_number_draw_fresh_noise_and_keep_each_samples_w(host):
+    _, clip, vae = checkpoint()
+    pos, neg = text(clip, "a red cube"), text(clip, "")
+    guided = guided_student(host)
+    student = pack(host, "nodes.student").student_sample(guided, pos, neg, {"samples": torch.zeros(2, 4, 8, 8)}, 1, 2,
+                                                         1.0, w="3, 5")
+    gate, retry = pack(host, "nodes.gate").gate, pack(host, "nodes.retry").retry_rejected
+    first = gate(student, vae, RejectOnly([0, 1]), "a red cube", tau=0.0)
+    once, _ = retry(guided, pos, neg, first.latent, 1, 2, 1.0, "lcm", 1, vae, first)
+    second = gate(once, vae, RejectOnly([0, 1]), "a red cube", tau=0.0)
+    twice, _ = retry(guided, pos, neg, second.latent, 1, 2, 1.0, "lcm", 1, vae, second)
+    assert not torch.equal(once["samples"][0], twice["samples"][0])  # the second retry is not the first again
+    records = pack(host, "schedulers.record").records_of(twice)
+    assert [r.w for r in records] == [3.0, 5.0]  # an empty w box keeps each sample's w, not the loader's 8
+
+
+def test_separate_student_weights_copies_a_guided_students_w_embedding(host):
+    guided = guided_student(host)
+    own = pack(host, "nodes.weights").with_own_weights(guided)
+    assert own is not guided
+    embed = own.get_model_object("diffusion_model.time_embed")
+    copied = {id(p) for p in own.model.parameters()}
+    shared = {id(p) for p in guided.model.parameters()}
+    assert all(id(p) not in shared for p in embed.parameters())  # the patch wraps the copy's modules
+    assert all(id(p) in copied for p in embed[0].parameters())
