@@ -10,15 +10,17 @@ oracle scores; students are numbered 0..S-1.
 import json
 import math
 import os
-import re
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import regex
 import torch
 
 from .errors import InputError
 
 ROUTE_MODES = ("embedding", "keywords", "centroids", "best_of")
 CENTROIDS_FORMAT = "student_teacher_centroids"
+MATCH_SECONDS = 2.0  # all of one routing's keyword matching
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -55,15 +57,26 @@ def nearest_student(prompts: torch.Tensor, prototypes: Sequence[Optional[torch.T
 
 def keyword_student(prompts: Sequence[str], patterns: Dict[int, List[str]], default: int) -> List[int]:
     """The first student (in number order) any of whose regular expressions matches the prompt
-    (case-insensitive), else `default`."""
+    (case-insensitive), else `default`. The patterns are the user's: their matching has MATCH_SECONDS in
+    all (the `regex` package's timeout), so a pattern that backtracks without end cannot hang the server."""
     compiled = {}
     for s, pats in patterns.items():
         try:
-            compiled[s] = [re.compile(p, re.IGNORECASE) for p in pats]
-        except re.error as e:
+            compiled[s] = [regex.compile(p, regex.IGNORECASE) for p in pats]
+        except regex.error as e:
             raise InputError("rules", f"student {s + 1}: {e} in a pattern", "fix the regular expression") from None
-    return [next((s for s in sorted(compiled) if any(p.search(text) for p in compiled[s])), default)
-            for text in prompts]
+    deadline = time.monotonic() + MATCH_SECONDS
+
+    def matches(s, pattern, i):
+        try:
+            return pattern.search(prompts[i], timeout=max(deadline - time.monotonic(), 1e-3)) is not None
+        except TimeoutError:
+            raise InputError("rules", f"student {s + 1}'s pattern {pattern.pattern!r} did not finish matching prompt "
+                             f"{i + 1} within {MATCH_SECONDS:g} s", "simplify it: nested repetition such as "
+                             "(\\w+\\s?)+ can take forever; plain words (anime|cartoon) are enough") from None
+
+    return [next((s for s in sorted(compiled) if any(matches(s, p, i) for p in compiled[s])), default)
+            for i in range(len(prompts))]
 
 
 def nearest_centroid(prompts: torch.Tensor, centroids: torch.Tensor) -> List[int]:
@@ -80,20 +93,21 @@ def best_of(scores: torch.Tensor) -> List[int]:
     return [int(i) for i in scores.float().argmax(dim=0)]
 
 
-def balanced_assign(dist: torch.Tensor, capacity: int) -> torch.Tensor:
-    """Assign each of N points to one of K clusters, at most `capacity` each, greedily: the points
-    that would lose most by not getting their nearest cluster choose first."""
+def balanced_assign(dist: torch.Tensor) -> torch.Tensor:
+    """Assign each of N points to one of K clusters in groups whose sizes differ by at most one (N // K
+    each, N % K of them one more), greedily: the points that would lose most by not getting their
+    nearest cluster choose first."""
     n, k = dist.shape
-    if capacity * k < n:
-        raise ValueError(f"capacity {capacity} x {k} clusters < {n} points")
+    size, extra = divmod(n, k)  # `extra` clusters, whichever fill first, may take one point more
     ordered = dist.sort(dim=1).values
     regret = (ordered[:, 1] - ordered[:, 0]) if k > 1 else torch.zeros(n)
     labels = torch.empty(n, dtype=torch.long)
-    room = [capacity] * k
+    count = [0] * k
     for i in regret.argsort(descending=True, stable=True).tolist():
         for c in dist[i].argsort(stable=True).tolist():
-            if room[c]:
-                labels[i], room[c] = c, room[c] - 1
+            if count[c] < size or (count[c] == size and extra):
+                extra -= count[c] == size
+                labels[i], count[c] = c, count[c] + 1
                 break
     return labels
 
@@ -116,7 +130,7 @@ def kmeans(x: torch.Tensor, k: int, seed: int = 0, iterations: int = 100,
     labels = None
     for _ in range(iterations):
         dist = 1 - x @ centroids.T
-        new = balanced_assign(dist, math.ceil(n / k)) if balanced else dist.argmin(dim=1)
+        new = balanced_assign(dist) if balanced else dist.argmin(dim=1)
         if labels is not None and torch.equal(new, labels):
             break
         labels = new

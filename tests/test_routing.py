@@ -1,5 +1,7 @@
 """Routing prompts to students (host-free): embeddings, keywords, centroid files, K-means splits,
 best-of, per-student thresholds and per-student cost accounting."""
+import time
+
 import pytest
 import torch
 
@@ -56,6 +58,16 @@ def test_centroid_file_round_trip_and_routing(tmp_path):
         read_centroids(str(tmp_path / "bad.json"))
 
 
+def test_a_pattern_that_backtracks_without_end_is_refused_in_bounded_time(monkeypatch):
+    import schedulers.routing as routing
+    monkeypatch.setattr(routing, "MATCH_SECONDS", 0.3)
+    start = time.monotonic()
+    with pytest.raises(InputError, match=r"rules: student 2's pattern .* did not finish matching prompt 2"):
+        keyword_student(["a cat", "a" * 40 + "!"], {0: ["dog"], 1: [r"^(a|a)*$"]}, 0)
+    assert time.monotonic() - start < 5  # bounded (the real limit is MATCH_SECONDS; no timing asserted)
+    assert keyword_student(["a photo of a cat " * 20 + "!"], {0: [r"^(\w+\s?)+$"]}, 1) == [1]
+
+
 def blobs(sizes, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.cat([E[c] * 5 + 0.3 * torch.randn(n, 4, generator=g) for c, n in enumerate(sizes)])
@@ -80,11 +92,18 @@ def test_balanced_kmeans_gives_equal_groups():
     assert sorted(torch.bincount(free, minlength=3).tolist()) == [1, 2, 8]
 
 
-def test_balanced_assign_respects_capacity_and_preference():
+def test_balanced_assign_respects_sizes_and_preference():
     dist = torch.tensor([[0.0, 1.0], [0.0, 0.2], [0.0, 0.9]])
-    assert balanced_assign(dist, capacity=2).tolist() == [0, 1, 0]  # the point that loses least moves
-    with pytest.raises(ValueError):
-        balanced_assign(dist, capacity=1)
+    assert balanced_assign(dist).tolist() == [0, 1, 0]  # the point that loses least moves
+
+
+@pytest.mark.parametrize("n, k", [(10, 4), (11, 3), (7, 7), (9, 2), (5, 1)])
+def test_balanced_groups_differ_by_at_most_one(n, k):
+    """MSD's equal split, even when every point prefers one cluster (ceil(n/k) for each would give
+    [1, 3, 3, 3] for 10 points in 4 groups)."""
+    dist = torch.arange(k, dtype=torch.float32).expand(n, k) + 0.01 * torch.rand(n, k)
+    sizes = torch.bincount(balanced_assign(dist), minlength=k).tolist()
+    assert sum(sizes) == n and max(sizes) - min(sizes) <= 1, sizes
 
 
 def test_best_of_picks_each_prompts_best_student():
