@@ -9,18 +9,25 @@ Two key layouts are read:
 Every size comes from the tensors' shapes. What no checkpoint stores -- attention heads and the
 activation -- comes from the model family, recognised by the vision width (FAMILIES), or from a
 transformers config.json beside the weights: ``<file name without extension>.json``, or the
-``config.json`` a Hugging Face download keeps in the model's folder. The width cannot tell OpenAI's
-B and L (QuickGELU) from LAION's retrained B and L (GELU): those need their config.json.
+``config.json`` a Hugging Face download keeps in the model's folder (read only for weights under a
+Hugging Face file name, HF_WEIGHT_NAMES: beside any other file it belongs to some other model). A
+config that disagrees with the shapes is refused. The width cannot tell OpenAI's B and L
+(QuickGELU) from LAION's retrained B and L (GELU): those need their config.json.
 """
+import hashlib
 import json
+import logging
 import math
 import os
 import re
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from .base import weights_fingerprint
 from .checkpoint import _fail, layout_problems
+
+log = logging.getLogger(__name__)
 
 TEXT, VISION = "text_model.", "vision_model."
 OPTIONAL_KEYS = frozenset({"text_model.embeddings.position_ids", "vision_model.embeddings.position_ids"})
@@ -43,6 +50,13 @@ TOP_RENAMES = {
     "logit_scale": "logit_scale",
 }
 TRANSPOSED = {"text_projection": "text_projection.weight", "visual.proj": "visual_projection.weight"}
+# the names a Hugging Face model repository gives its single-file weights, beside its config.json
+HF_WEIGHT_NAMES = frozenset({"model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                             "open_clip_pytorch_model.bin"})
+# what a sidecar config may set that no tensor shows; every other size must agree with the shapes
+SIDE_KEYS = ("num_attention_heads", "hidden_act", "layer_norm_eps")
+SHAPE_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size", "max_position_embeddings",
+              "image_size", "patch_size", "projection_dim")
 
 
 def clip_layout(sd: Mapping[str, torch.Tensor]) -> Optional[str]:
@@ -98,30 +112,66 @@ def _count(sd, prefix) -> int:
     return max(found) + 1
 
 
-def sidecar_config(path: Optional[str]) -> dict:
-    """A transformers CLIPConfig beside the weights: <stem>.json, else the config.json of a Hugging Face
-    download (used only when it is a CLIP config); {} when there is none."""
+def sidecar_config(path: Optional[str]) -> Tuple[dict, Optional[str]]:
+    """The transformers CLIPConfig beside the weights and its file: <stem>.json (the explicit
+    override), else the config.json of the Hugging Face download the weights keep their name in;
+    ({}, None) when there is none. A folder's config.json beside weights of another name belongs to
+    some other model: ignored, with a warning when it is a CLIP config."""
     if not path:
-        return {}
-    folder = os.path.dirname(os.fspath(path))
-    for side, required in ((os.path.splitext(os.fspath(path))[0] + ".json", True),
-                           (os.path.join(folder, "config.json"), False)):
+        return {}, None
+    path = os.fspath(path)
+    own = os.path.basename(path) in HF_WEIGHT_NAMES
+    for side, explicit in ((os.path.splitext(path)[0] + ".json", True),
+                           (os.path.join(os.path.dirname(path), "config.json"), False)):
         if not os.path.isfile(side):
             continue
         try:
             with open(side, encoding="utf-8") as f:
                 cfg = json.load(f)
         except (OSError, ValueError) as e:
-            if not required:
+            if not explicit:
                 continue
             raise _fail(side, f"cannot read it as a transformers config.json ({e})",
                         "delete it, or save the model's config.json there") from None
         if isinstance(cfg, dict) and isinstance(cfg.get("vision_config"), dict):
-            return cfg
-        if required:
+            if explicit or own:
+                return cfg, side
+            log.warning("%s: ignoring the config.json beside it (%s): a folder's config.json is read only for "
+                        "weights named as a Hugging Face download names them (%s); to apply it to this file, "
+                        "save it as %s", os.path.basename(path), side, ", ".join(sorted(HF_WEIGHT_NAMES)),
+                        os.path.splitext(os.path.basename(path))[0] + ".json")
+        elif explicit:
             raise _fail(side, "it is not a transformers CLIP config.json (no vision_config object)",
                         "delete it, or save the model's config.json there")
-    return {}
+    return {}, None
+
+
+def disagreements(config, side: dict) -> List[str]:
+    """How a sidecar config contradicts the CLIPConfig worked out from the shapes ([] if it does not)."""
+    out = []
+    if side.get("projection_dim", config.projection_dim) != config.projection_dim:
+        out.append(f"projection_dim {side['projection_dim']}, the weights' {config.projection_dim}")
+    for part in ("vision_config", "text_config"):
+        mine, theirs = getattr(config, part), side.get(part) or {}
+        out += [f"{part}.{k} {theirs[k]}, the weights' {getattr(mine, k)}"
+                for k in SHAPE_KEYS if k in theirs and hasattr(mine, k) and theirs[k] != getattr(mine, k)]
+        heads = theirs.get("num_attention_heads")
+        if heads is not None and (not isinstance(heads, int) or heads < 1 or mine.hidden_size % heads):
+            out.append(f"{part}.num_attention_heads {heads} does not divide the width {mine.hidden_size}")
+    return out
+
+
+def clip_fingerprint(sd: Mapping[str, torch.Tensor], config) -> str:
+    """weights_fingerprint of the tensors, extended by what a sidecar config set differently from
+    the family's defaults (heads, activation, eps): the same weights run as another model score
+    differently. A file read without a sidecar config keeps its plain weights fingerprint."""
+    default = clip_config(sd)
+    changed = {f"{part}.{k}": getattr(getattr(config, part), k) for part in ("vision_config", "text_config")
+               for k in SIDE_KEYS if getattr(getattr(config, part), k) != getattr(getattr(default, part), k)}
+    plain = weights_fingerprint(sd)
+    if not changed:
+        return plain
+    return hashlib.sha256((plain + json.dumps(changed, sort_keys=True)).encode()).hexdigest()[:16]
 
 
 def clip_config(sd: Mapping[str, torch.Tensor], side: Optional[dict] = None):
@@ -168,11 +218,13 @@ def expected_shapes(config) -> Dict[str, Tuple[int, ...]]:
         return {k: tuple(v.shape) for k, v in CLIPModel(config).state_dict().items()}
 
 
-def validate_clip(sd: Mapping[str, torch.Tensor], path: str, get_it: str, side: Optional[dict] = None):
-    """Strict check of a transformers-layout state dict -> (tensors, CLIPConfig). Raises OracleLoadError."""
+def validate_clip(sd: Mapping[str, torch.Tensor], path: str, get_it: str, side: Optional[dict] = None,
+                  side_path: Optional[str] = None):
+    """Strict check of a transformers-layout state dict -> (tensors, CLIPConfig), with the sidecar
+    config `side` (read from `side_path`) applied when it agrees with the shapes. Raises OracleLoadError."""
     sd = {k: v for k, v in sd.items() if k not in OPTIONAL_KEYS}
     try:
-        config = clip_config(sd, side)
+        config = clip_config(sd)
     except KeyError as e:
         raise _fail(path, f"missing key {e.args[0]} (needed to work out the model's sizes)", get_it) from None
     except ValueError as e:
@@ -181,6 +233,14 @@ def validate_clip(sd: Mapping[str, torch.Tensor], path: str, get_it: str, side: 
     problems = layout_problems(sd, expected)
     if problems:
         raise _fail(path, "it does not match the CLIP layout: " + "; ".join(problems), get_it)
+    if side:
+        wrong = disagreements(config, side)
+        if wrong:
+            name = os.path.basename(os.fspath(path))
+            raise _fail(side_path or path, f"it describes another model than {name} beside it: " + "; ".join(wrong),
+                        f"delete {os.path.basename(side_path or '')} or keep {name} in a folder of its own "
+                        "(with its own config.json, if it has one)")
+        config = clip_config(sd, side)
     return sd, config
 
 

@@ -13,9 +13,8 @@ from typing import Optional
 
 import torch
 
-from .base import weights_fingerprint
 from .checkpoint import OracleLoadError, _fail, image_reward_from_state_dict, read_state_dict
-from .clip_model import build_clip, clip_layout, from_open_clip, sidecar_config, validate_clip
+from .clip_model import build_clip, clip_fingerprint, clip_layout, from_open_clip, sidecar_config, validate_clip
 from .clip_scorer import KINDS as CLIP_KINDS
 from .clip_scorer import ClipOracle
 from .scorer import ImageRewardOracle
@@ -33,10 +32,11 @@ class KindMismatch(OracleLoadError):
 
 
 def kind_from_name(filename: str) -> str:
-    """The CLIP-family kind a file's name says, read from its name and its folder's (a Hugging Face
-    download keeps model.safetensors in a folder named after the model, e.g. PickScore_v1/)."""
-    path = os.path.normpath(os.fspath(filename))
-    name = f"{os.path.basename(os.path.dirname(path))}/{os.path.basename(path)}".lower()
+    """The CLIP-family kind a file's name says, read from its name, its folder's (a Hugging Face
+    download keeps model.safetensors in a folder named after the model, e.g. PickScore_v1/) and,
+    in the Hugging Face cache (models--<owner>--<name>/snapshots/<hash>/), the repository's."""
+    parts = os.path.normpath(os.fspath(filename)).split(os.sep)
+    name = "/".join(parts[-2:] + [p for p in parts[:-2] if p.startswith("models--")][-1:]).lower()
     if "pick" in name:
         return "PickScore"
     if "hps" in name:
@@ -91,8 +91,8 @@ def oracle_from_state_dict(raw, path, kind: str = "auto", device="cpu", dtype=to
         return ImageRewardOracle(model, preprocess=preprocess, batch_size=batch_size, name=name)
     layout = clip_layout(raw)
     sd = from_open_clip(raw, path, GET_ANY) if layout == "open_clip" else raw
-    sd, config = validate_clip(sd, path, GET_ANY, sidecar_config(path))
-    fingerprint = weights_fingerprint(sd)
+    sd, config = validate_clip(sd, path, GET_ANY, *sidecar_config(path))
+    fingerprint = clip_fingerprint(sd, config)
     model = build_clip(sd, config).to(device=device, dtype=dtype)
     return ClipOracle(model, kind, layout, preprocess=preprocess, batch_size=batch_size, name=name,
                       fingerprint=fingerprint)

@@ -86,6 +86,13 @@ def test_kind_from_name_and_explicit_kind(tiny, tmp_path):
     assert kind_from_name("open_clip_pytorch_model.bin") == "CLIP score"
     assert kind_from_name("/models/oracles/PickScore_v1/model.safetensors") == "PickScore"
     assert kind_from_name("/home/hps/models/oracles/model.safetensors") == "CLIP score"  # only the file's folder
+    # the Hugging Face cache: models--<owner>--<name>/snapshots/<hash>/<file>
+    hub = "/root/.cache/huggingface/hub/models--{}/snapshots/0123abcd/{}"
+    assert kind_from_name(hub.format("yuvalkirstain--PickScore_v1", "model.safetensors")) == "PickScore"
+    assert kind_from_name(hub.format("xswu--HPSv2", "HPS_v2.1_compressed.pt")) == "HPSv2"
+    assert kind_from_name(hub.format("openai--clip-vit-large-patch14", "model.safetensors")) == "CLIP score"
+    assert kind_from_name(hub.format("laion--CLIP-ViT-bigG-14-laion2B-39B-b160k", "open_clip_pytorch_model.bin")) \
+        == "CLIP score"
     sd = tiny["transformers"]
     assert recognise(sd, "model.safetensors") == "CLIP score"
     assert recognise(sd, "model.safetensors", "PickScore") == "PickScore"
@@ -137,6 +144,69 @@ def test_module_prefix_and_sidecar_config(tiny, tmp_path):
         json.dump({"vision_config": {"hidden_act": "quick_gelu"}}, f)
     oracle = load_oracle(hf)
     assert oracle.kind == "PickScore" and oracle.model.config.vision_config.hidden_act == "quick_gelu"
+
+
+def own_config(sd, tmp_path, **vision):
+    """The tiny model's own full CLIPConfig dict (what save_pretrained writes), vision changed."""
+    cfg = load_oracle(save(sd, tmp_path / "probe.safetensors")).model.config.to_dict()
+    cfg["vision_config"].update(vision)
+    return cfg
+
+
+def test_folder_config_json_is_only_read_for_its_own_weights(tiny, tmp_path, caplog):
+    """A config.json in models/oracles/ (say PickScore's) is not applied to another file beside it."""
+    sd = tiny["transformers"]
+    path = save(sd, tmp_path / "clip_l.safetensors")
+    config = own_config(sd, tmp_path, hidden_act="quick_gelu", num_attention_heads=2)
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(config, f)
+    with caplog.at_level("WARNING", logger="oracle.clip_model"):
+        oracle = load_oracle(path)
+    config = oracle.model.config.vision_config
+    assert (config.hidden_act, config.num_attention_heads) == ("gelu", 1)  # the family's defaults
+    assert "clip_l.safetensors" in caplog.text and "config.json" in caplog.text
+    assert oracle.fingerprint == weights_fingerprint(sd)
+    # the same config.json is the file's own when the file keeps its Hugging Face name
+    own = load_oracle(save(sd, tmp_path / "model.safetensors"))
+    assert (own.model.config.vision_config.hidden_act, own.model.config.vision_config.num_attention_heads) == \
+        ("quick_gelu", 2)
+
+
+def test_sidecar_configs_must_agree_with_the_shapes(tiny, tmp_path):
+    from tools.clip_standin import HF_VIT_H14
+    sd = tiny["transformers"]
+    folder = tmp_path / "oracles"
+    folder.mkdir()
+    path = save(sd, folder / "model.safetensors")
+    with open(folder / "config.json", "w") as f:
+        json.dump(HF_VIT_H14, f)  # PickScore's config beside a model of other sizes
+    with pytest.raises(OracleLoadError, match=r"config.json: .*another model than model.safetensors.*hidden_size 1280"):
+        load_oracle(path)
+    explicit = save(sd, tmp_path / "mine.safetensors")
+    with open(tmp_path / "mine.json", "w") as f:
+        json.dump({"vision_config": {"hidden_act": "quick_gelu"}, "text_config": {"num_hidden_layers": 12}}, f)
+    with pytest.raises(OracleLoadError, match=r"mine.json: .*mine.safetensors.*num_hidden_layers 12, the weights' 2"):
+        load_oracle(explicit)
+    with open(tmp_path / "mine.json", "w") as f:
+        json.dump({"vision_config": {"num_attention_heads": 3}}, f)
+    with pytest.raises(OracleLoadError, match="num_attention_heads 3 does not divide the width 64"):
+        load_oracle(explicit)
+
+
+def test_fingerprint_follows_the_config_a_sidecar_sets(tiny, tmp_path):
+    """Calibrations of a file read without a sidecar config stay valid; one that changes what the
+    shapes cannot show (heads, activation) makes another model, with another fingerprint."""
+    sd = tiny["transformers"]
+    path = save(sd, tmp_path / "m.safetensors")
+    plain = load_oracle(path).fingerprint
+    assert plain == weights_fingerprint(sd)
+    fingerprints = []
+    for vision in ({}, {"hidden_act": "quick_gelu"}, {"num_attention_heads": 2}):  # first: the defaults spelled out
+        config = own_config(sd, tmp_path, **vision)
+        with open(tmp_path / "m.json", "w") as f:
+            json.dump(config, f)
+        fingerprints.append(load_oracle(path).fingerprint)
+    assert fingerprints[0] == plain and len({plain, *fingerprints}) == 3
 
 
 def test_families_follow_the_reference_activations():
