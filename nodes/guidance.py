@@ -9,10 +9,10 @@ import os
 import torch
 
 import comfy.patcher_extension
-import comfy.utils
 import folder_paths
 import nodes
 
+from ..oracle.checkpoint import OracleLoadError, read_state_dict, sniff_format
 from ..schedulers.errors import InputError
 from ..schedulers.guidance import W_CONVENTIONS, W_RANGE, guidance_embedding, w_rows
 from .common import CATEGORY, full_path
@@ -38,8 +38,8 @@ class GuidedTimeEmbed(torch.nn.Sequential):
     def forward(self, t_emb):
         w = _CALL_W.get()
         if w is None:
-            w = torch.full((t_emb.shape[0],), self.default_w)
-        emb = guidance_embedding(w.float().cpu(), self.cond_proj.in_features, self.convention)
+            w = torch.full((t_emb.shape[0],), self.default_w, dtype=torch.float64)
+        emb = guidance_embedding(w, self.cond_proj.in_features, self.convention)
         x = t_emb + self.cond_proj(emb.to(t_emb))
         for i in range(self.mlp_layers):
             x = self[i](x)
@@ -50,7 +50,7 @@ def _w_of_this_call(executor, x, *args, **kwargs):
     """DIFFUSION_MODEL wrapper: the w rows of this UNet call, from the sampler's transformer_options."""
     options = kwargs.get("transformer_options", args[4] if len(args) > 4 else {})
     w = options.get(W_OPTION)
-    token = _CALL_W.set(None if w is None else w_rows(w, x.shape[0]).to(x.device))
+    token = _CALL_W.set(None if w is None else w_rows(w, x.shape[0]))  # float64 on the CPU until embedded
     try:
         return executor(x, *args, **kwargs)
     finally:
@@ -67,30 +67,40 @@ def guidance_of(model):
 def with_w(model, w_per_sample):
     """A clone of a guided student that embeds these per-sample w values (batch order)."""
     m = model.clone()
-    m.model_options.setdefault("transformer_options", {})[W_OPTION] = torch.tensor(w_per_sample, dtype=torch.float32)
+    m.model_options.setdefault("transformer_options", {})[W_OPTION] = torch.tensor(w_per_sample, dtype=torch.float64)
     return m
 
 
 def read_cond_proj(path: str, input_name: str) -> torch.Tensor:
     """The guidance projection of a student file (diffusers or ldm key names); reads only that
-    tensor from a .safetensors file."""
+    tensor from a .safetensors file. A file that is unreadable, truncated or an unsafe pickle is
+    refused with the pack's message (the oracle loader's checks: a pickle loads weights-only, or not at all)."""
     name = os.path.basename(path)
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-        with safe_open(path, framework="pt") as f:
-            found = [k for k in f.keys() if k.endswith(COND_PROJ_KEYS)]
-            tensors = {k: f.get_tensor(k) for k in found[:1]}
-    else:
-        sd = comfy.utils.load_torch_file(path, safe_load=True)
-        found = [k for k in sd if k.endswith(COND_PROJ_KEYS)]
-        tensors = {k: sd[k] for k in found[:1]}
-    if not found:
+    get_it = "download the student's UNet again (e.g. LCM_Dreamshaper_v7_4k.safetensors)"
+    try:
+        if sniff_format(path, get_it) == "safetensors":
+            tensors = _safetensors_cond_proj(path, get_it)
+        else:
+            tensors = {k: v for k, v in read_state_dict(path, get_it).items() if k.endswith(COND_PROJ_KEYS)}
+    except OracleLoadError as e:
+        raise InputError(input_name, e.problem, e.fix) from None
+    if not tensors:
         raise InputError(input_name, f"{name} has no guidance embedding (no key ending in {COND_PROJ_KEYS[0]})",
                          "use a w-embedded student such as LCM_Dreamshaper_v7, or sample this one without this node")
-    if len(found) > 1:
-        raise InputError(input_name, f"{name} has {len(found)} guidance embeddings ({', '.join(found)})",
+    if len(tensors) > 1:
+        raise InputError(input_name, f"{name} has {len(tensors)} guidance embeddings ({', '.join(tensors)})",
                          "use a file of one UNet")
-    return tensors[found[0]]
+    return next(iter(tensors.values()))
+
+
+def _safetensors_cond_proj(path, get_it):
+    from safetensors import safe_open
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys() if k.endswith(COND_PROJ_KEYS)}
+    except Exception as e:  # SafetensorError, OSError: a truncated or corrupt file
+        raise OracleLoadError(f"{os.path.basename(path)}: the safetensors file is truncated or corrupt "
+                              f"({type(e).__name__})", get_it) from None
 
 
 def attach_guidance_embedding(model, weight, default_w, convention, input_name, name):

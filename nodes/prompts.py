@@ -3,8 +3,12 @@
 The CONDITIONING made here has one row per prompt and carries the prompt texts (under PROMPTS_KEY in
 its dict), so the student can write each sample's prompt into its record and the gate scores sample i
 against prompt i without the text being wired twice."""
+import os
+
 import torch
 
+import comfy.model_management
+import comfy.utils
 import folder_paths
 
 from ..schedulers.batching import shared_token_length
@@ -14,19 +18,31 @@ from .common import CATEGORY, file_signature, full_path
 PROMPTS_KEY = "student_teacher_prompts"
 PROMPTS_FOLDER = "student_teacher_prompts"
 NO_FILE = "none"
+BOM = "\ufeff"
 
 
 def prompt_list(text, prompts_file, limit=0, at_least=1, fix=None):
     """One prompt a line, from the text or from a file of the prompts folders."""
     if prompts_file and prompts_file != NO_FILE:
         path = full_path(PROMPTS_FOLDER, prompts_file, "prompts_file", "a text file with one prompt per line")
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    prompts = [line.strip() for line in str(text).splitlines() if line.strip()]
+        text = read_prompt_file(path)
+    prompts = [line.strip() for line in str(text).replace(BOM, "").splitlines() if line.strip()]
     prompts = prompts[:limit] if limit else prompts
     if len(prompts) < at_least:
         raise InputError("prompts", f"{len(prompts)} prompt(s) given", fix or f"give at least {at_least}, one per line")
     return prompts
+
+
+def read_prompt_file(path):
+    """A prompt file's text: UTF-8, with or without a byte-order mark (Windows editors write one)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError("prompts_file", f"{os.path.basename(path)} is not UTF-8 text (byte {e.start} is "
+                         f"0x{data[e.start]:02x})", "save it with the UTF-8 encoding (most editors: Save As, "
+                         "Encoding: UTF-8)") from None
 
 
 def encode_prompts(clip, prompts):
@@ -34,7 +50,11 @@ def encode_prompts(clip, prompts):
     (prompts over 77 tokens) are repeated to a common length, ComfyUI's own rule when it batches
     conditionings (comfy.conds.CONDCrossAttn.concat): repeating keys and values leaves attention as it is.
     What would grow the conditioning too much (lengths 1..7 chunks -> 420) is refused."""
-    encoded = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in prompts]
+    encoded, bar = [], comfy.utils.ProgressBar(len(prompts))
+    for p in prompts:  # a long list can be cancelled between prompts
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        encoded.append(clip.encode_from_tokens_scheduled(clip.tokenize(p)))
+        bar.update(1)
     if any(len(e) != 1 for e in encoded):
         raise InputError("clip", "the text encoder gave a scheduled (hooked) conditioning", "use a plain CLIP")
     length = shared_token_length([e[0][0].shape[1] for e in encoded])
@@ -67,9 +87,11 @@ def prompt_embeddings(clip, prompts) -> torch.Tensor:
     the mean over tokens for an encoder without one."""
     out = []
     for p in prompts:
+        comfy.model_management.throw_exception_if_processing_interrupted()
         cond, extra = clip.encode_from_tokens_scheduled(clip.tokenize(p))[0]
         pooled = extra.get("pooled_output")
-        out.append((pooled if pooled is not None else cond.mean(dim=1)).float().reshape(1, -1))
+        # on the CPU, where the routing compares them with centroids and prototypes (--gpu-only keeps text there)
+        out.append((pooled if pooled is not None else cond.mean(dim=1)).float().cpu().reshape(1, -1))
     return torch.cat(out)
 
 

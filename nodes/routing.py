@@ -12,7 +12,7 @@ from ..schedulers.errors import InputError
 from ..schedulers.record import Stage, records_of, with_records
 from ..schedulers.routing import (ROUTE_MODES, best_of, keyword_student, nearest_centroid, nearest_student,
                                   read_centroids, student_lines)
-from .comfy_glue import check_interrupt, subset_conditioning
+from .comfy_glue import check_interrupt, latent_format_name, subset_conditioning
 from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
 from .prompts import prompt_embeddings, prompts_of
 from .student import ConsistencySampler, student_sample
@@ -53,8 +53,10 @@ def route(mode, prompts, students, clip=None, rules="", default_student=1, centr
     raise InputError("route", f"unknown route {mode!r}", f"choose one of {ROUTE_MODES}")
 
 
-def sample_students(models, assignment, positive, negative, latent, settings):
-    """Each student samples its rows of the batch in one call; the rows come back in batch order."""
+def sample_students(models, assignment, positive, negative, latent, settings, names=None):
+    """Each student samples its rows of the batch in one call; the rows come back in batch order.
+    names: each model's input name, for messages (default student_1, student_2, ...)."""
+    names = names or [f"student_{s + 1}" for s in range(len(models))]
     n, index = int(latent["samples"].shape[0]), batch_indices(latent)
     samples, records = None, [None] * n
     for s, model in enumerate(models):
@@ -65,7 +67,7 @@ def sample_students(models, assignment, positive, negative, latent, settings):
         if latent.get("noise_mask") is not None:
             sub["noise_mask"] = take_rows(latent["noise_mask"], rows, n)
         out = student_sample(model, subset_conditioning(positive, rows, n), subset_conditioning(negative, rows, n),
-                             sub, **settings, model_input=f"student_{s + 1}")
+                             sub, **settings, model_input=names[s])
         if samples is None:
             samples = out["samples"].new_zeros((n,) + out["samples"].shape[1:])
         samples = put_rows(samples, rows, out["samples"])
@@ -78,8 +80,8 @@ def sample_students(models, assignment, positive, negative, latent, settings):
 def best_of_students(models, positive, negative, latent, settings, vae, oracle):
     """Every student samples every prompt; the oracle keeps each prompt's best sample. Its record
     pays for all of them: a best_of stage with the other students' steps and their scores."""
-    outs = [sample_students([m], [0] * int(latent["samples"].shape[0]), positive, negative, latent, settings)
-            for m in models]
+    outs = [sample_students([m], [0] * int(latent["samples"].shape[0]), positive, negative, latent, settings,
+                            [f"student_{s + 1}"]) for s, m in enumerate(models)]
     records = [records_of(o) for o in outs]
     texts = [r.prompt for r in records[0]]
     if None in texts:
@@ -157,9 +159,8 @@ class RouteStudents:
         return slots
 
     def check_lazy_status(self, route, positive, latent_image, **inputs):
-        """Only the students that get prompts are loaded (a student left without prompts never is).
-        The assignment made here is this queue's; run() decides again when none was made."""
-        self._assignment = None
+        """Only the students that get prompts are loaded (a student left without prompts never is). run()
+        routes again: the node keeps no state between the two calls (ComfyUI may map it over a list)."""
         try:
             slots = self.connected(inputs)
         except InputError:  # run() says it
@@ -168,8 +169,7 @@ class RouteStudents:
         if route != "best_of":
             try:
                 texts = prompts_of(positive, int(latent_image["samples"].shape[0]))
-                self._assignment = route_from(route, texts, slots, inputs)
-                needed = [slots[s] for s in sorted(set(self._assignment))]
+                needed = [slots[s] for s in sorted(set(route_from(route, texts, slots, inputs)))]
             except InputError:  # run() says what is wrong, after the node's other input checks
                 pass
         return [name for name in needed if inputs.get(name) is None]
@@ -178,6 +178,7 @@ class RouteStudents:
             **inputs):
         slots = self.connected(inputs)
         models = [inputs[name] for name in slots]
+        check_one_family({name: inputs[name] for name in slots if inputs[name] is not None})
         # text-to-image (denoise 1); a guided student embeds its loader's w
         settings = dict(seed=seed, steps=steps, cfg=cfg, schedule=schedule)
         if route == "best_of":
@@ -186,11 +187,21 @@ class RouteStudents:
             out = best_of_students(models, positive, negative, latent_image, settings, inputs["vae"], inputs["oracle"])
         else:
             texts = prompts_of(positive, int(latent_image["samples"].shape[0]))
-            assignment, self._assignment = getattr(self, "_assignment", None), None
-            assignment = assignment or route_from(route, texts, slots, dict(inputs, default_student=default_student))
+            assignment = route_from(route, texts, slots, dict(inputs, default_student=default_student))
             out = sample_students(models, assignment, positive, negative, latent_image, settings)
         lines = [f"#{r.batch_index} -> {r.student}: {r.prompt}" for r in records_of(out)]
         return {"ui": {"text": ["\n".join(lines)]}, "result": (out, "\n".join(lines))}
+
+
+def check_one_family(students):
+    """Refuse students of different model families before any samples: their samples share one batch,
+    one VAE and one gate ({input name: model})."""
+    families = {name: latent_format_name(model) for name, model in students.items()}
+    first = next(iter(families), None)
+    for name, family in families.items():
+        if family != families[first]:
+            raise InputError(name, f"is a {family} model but {first} is {families[first]}", "connect students of one "
+                             f"family (their samples share one batch, VAE and gate): a {families[first]} {name}")
 
 
 def route_from(mode, texts, slots, inputs):

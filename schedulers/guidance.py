@@ -20,14 +20,16 @@ W_CONVENTIONS = ("diffusers", "original")
 W_RANGE = (0.0, 50.0)  # guided students are trained on w of a few units; far outside, the embedding is noise
 
 
-def guidance_embedding(w: torch.Tensor, dim: int = 256, convention: str = "diffusers") -> torch.Tensor:
-    """[B] guidance scales -> [B, dim]: w (minus 1 in diffusers' convention) times 1000, then
+def guidance_embedding(w, dim: int = 256, convention: str = "diffusers") -> torch.Tensor:
+    """[B] guidance scales (keep them float64 or Python floats) -> [B, dim] float32: w (minus 1 in diffusers' convention) times 1000, then
     sin of the first half of the frequencies exp(-ln(10000) i / (dim/2 - 1)), cos of the same
     (diffusers' get_guidance_scale_embedding), zero-padded when dim is odd."""
     if convention not in W_CONVENTIONS:
         raise InputError("w_convention", f"unknown convention {convention!r}", f"choose one of {W_CONVENTIONS}")
-    w = torch.as_tensor(w, dtype=torch.float32).reshape(-1)
-    w = (w - 1.0 if convention == "diffusers" else w) * 1000.0
+    # w - 1 in double precision, then float32, as diffusers' torch.tensor(guidance_scale - 1): rounding w to
+    # float32 first moves the embedding of w = 2.1, 8.6, ... by up to 5e-4
+    w = torch.as_tensor(w, dtype=torch.float64).reshape(-1)
+    w = (w - 1.0 if convention == "diffusers" else w).to(torch.float32) * 1000.0
     half = dim // 2
     freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -(math.log(10000.0) / (half - 1)))
     args = w[:, None] * freqs[None, :]

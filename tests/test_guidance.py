@@ -15,9 +15,12 @@ def diffusers_embedding(w, dim):
 
 @pytest.mark.parametrize("dim", [256, 255, 512])
 def test_equals_diffusers_on_w_minus_one(dim):
-    w = torch.tensor([1.0, 2.5, 8.0, 9.0, 15.0])
-    # what diffusers' LCM pipelines do: get_guidance_scale_embedding(guidance_scale - 1)
-    torch.testing.assert_close(guidance_embedding(w, dim), diffusers_embedding(w - 1, dim), rtol=0, atol=1e-6)
+    ws = [1.0, 2.5, 8.0, 9.0, 15.0, 2.1, 4.2, 8.1, 8.6, 16.7]  # the last ones are not exact in float32
+    # what diffusers' LCM pipelines do: get_guidance_scale_embedding(torch.tensor(guidance_scale - 1))
+    reference = torch.cat([diffusers_embedding(torch.tensor(w - 1).reshape(1), dim) for w in ws])
+    torch.testing.assert_close(guidance_embedding(torch.tensor(ws, dtype=torch.float64), dim), reference, rtol=0,
+                               atol=1e-6)
+    torch.testing.assert_close(guidance_embedding(ws, dim), reference, rtol=0, atol=1e-6)
 
 
 def test_original_lcm_convention_embeds_w_itself():

@@ -117,3 +117,64 @@ def test_separate_student_weights_copies_a_guided_students_w_embedding(host):
     shared = {id(p) for p in guided.model.parameters()}
     assert all(id(p) not in shared for p in embed.parameters())  # the patch wraps the copy's modules
     assert all(id(p) in copied for p in embed[0].parameters())
+
+
+def test_the_guided_loader_refuses_truncated_and_unsafe_files_in_its_own_words(host, tmp_path):
+    read_cond_proj = pack(host, "nodes.guidance").read_cond_proj
+    errors = pack(host, "schedulers.errors")
+    good = host.model_path("diffusion_models", TINY_GUIDED_SD15_UNET)
+    data = open(good, "rb").read()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[:len(data) // 2])
+    header = tmp_path / "header.safetensors"
+    header.write_bytes(data[:40])
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("the payload ran",))
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"time_embedding.cond_proj.weight": Payload()}, unsafe)
+    for path, words in ((cut, "truncated or corrupt"), (header, "truncated or corrupt"), (unsafe, "refused")):
+        with pytest.raises(errors.InputError, match=f"unet_name: {path.name}: .*{words}") as e:
+            read_cond_proj(str(path), "unet_name")
+        assert "weights_only" not in str(e.value) and "deserializing" not in str(e.value)
+
+
+def test_prompt_files_are_read_as_utf8_with_or_without_a_bom(host, tmp_path):
+    prompts, errors = pack(host, "nodes.prompts"), pack(host, "schedulers.errors")
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufeffa café\nsecond".encode("utf-8"))
+    assert prompts.read_prompt_file(str(bom)).splitlines() == ["a café", "second"]
+    assert prompts.prompt_list("\ufeffa cat\nb", "none") == ["a cat", "b"]
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("un café".encode("latin-1"))
+    with pytest.raises(errors.InputError, match=r"prompts_file: latin.txt is not UTF-8 text \(byte 6 is 0xe9\)"):
+        prompts.read_prompt_file(str(latin))
+
+
+def test_a_long_prompt_list_can_be_cancelled(host):
+    import comfy.model_management as mm
+    _, clip, _ = checkpoint()
+    mm.interrupt_current_processing(True)
+    try:
+        with pytest.raises(mm.InterruptProcessingException):
+            host.pack_nodes[P + "EncodePrompts"]().encode(clip, "\n".join(["a cat"] * 50), "none", 0)
+    finally:
+        mm.interrupt_current_processing(False)
+
+
+def test_best_of_names_each_students_own_input_and_refuses_mixed_families(host):
+    model, clip, vae = checkpoint()
+    sdxl = checkpoint(TINY_SDXL)[0]
+    errors = pack(host, "schedulers.errors")
+    pos = host.pack_nodes[P + "EncodePrompts"]().encode(clip, "a cat\na dog", "none", 0)[0]
+    router = host.pack_nodes[P + "RouteStudents"]()
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    with pytest.raises(errors.InputError, match="student_2: is a SDXL model but student_1 is SD15"):
+        router.run(pos, text(clip, ""), latent, 1, 2, 1.0, "lcm", "best_of", 1, student_1=model, student_2=sdxl,
+                   vae=vae, oracle=RejectOnly([]))
+    best_of = pack(host, "nodes.routing").best_of_students
+    with pytest.raises(errors.InputError, match="student_2 \\(SDXL\\)"):  # the input at fault, by its own name
+        best_of([model, sdxl], pos, text(clip, ""), latent, dict(seed=1, steps=2, cfg=1.0, schedule="lcm"), vae,
+                RejectOnly([]))
