@@ -13,11 +13,14 @@ from ..oracle.calibration import (DEFAULT_KS, ShardRefused, calibration_data, me
 from ..oracle.histogram import render_histogram
 from ..schedulers.errors import InputError, require_file_stem
 from ..schedulers.record import records_of
+from ..schedulers.routing import ROUTE_MODES, prompts_of_students
 from .comfy_glue import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature, inputs_named
 from .gate import (CALIBRATION_FOLDER, NO_CALIBRATION, calibration_choices, calibration_signature, load_calibration,
                    oracle_label)
 from .prompts import NO_FILE, PROMPTS_FOLDER, encode_prompts, prompt_list
+from .routing import CENTROIDS_FOLDER, SLOTS, route as route_prompts
+from .routing import NO_FILE as NO_CENTROIDS
 from .student import ConsistencySampler, student_sample
 
 SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's prompts/ folder
@@ -29,17 +32,19 @@ def now() -> str:
 
 
 def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, height, steps, cfg, schedule,
-                   seed, batch_size, w="", first=0, model_input="model"):
-    """Score one student sample per prompt; the sample of prompt i of the list uses batch index i of
-    the seed (prompts[0] is prompt `first`), so a shard draws the samples one run would. Returns the
-    scores and the w each sample embedded (None for a student without a guidance embedding)."""
+                   seed, batch_size, w="", indices=None, model_input="model"):
+    """Score one student sample per prompt; the sample of a prompt uses the batch index of its position
+    in the whole list (`indices`, default 0, 1, ...), so a shard or a routed share draws the samples one
+    run would. Returns the scores and the w each sample embedded (None for a student without a guidance
+    embedding)."""
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(negative_prompt))
+    indices = list(indices) if indices is not None else list(range(len(prompts)))
     scores, ws = [], []
     bar = comfy.utils.ProgressBar(len(prompts))
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start:start + batch_size]
         latent = {"samples": torch.zeros([len(chunk), 4, height // 8, width // 8]),
-                  "batch_index": list(range(first + start, first + start + len(chunk)))}
+                  "batch_index": indices[start:start + batch_size]}
         out = student_sample(model, encode_prompts(clip, chunk), negative, latent, seed, steps, cfg, schedule, w=w,
                              model_input=model_input)
         scores.append(oracle.score(vae.decode(out["samples"]), chunk))
@@ -96,17 +101,33 @@ class CalibrateThreshold:
                                      "tooltip": "Start at this prompt of the list (0 = the first): one shard of a "
                                                 "calibration split over runs or machines. Each prompt keeps its seed "
                                                 "and id, so Merge Calibrations makes the file one run would."}),
-            **{f"student_{i}": ("MODEL", {"tooltip": f"Routed students: student {i}, calibrated on the same prompts "
-                                                     f"and seeds into <filename>_student{i}.json (the first model "
-                                                     "then goes to <filename>_student1.json)."}) for i in (2, 3, 4)},
+            **{f"student_{i}": ("MODEL", {"tooltip": f"Routed students: student {i}, calibrated into "
+                                                     f"<filename>_student{i}.json (the first model then goes to "
+                                                     "<filename>_student1.json), on the prompts route sends it."})
+               for i in (2, 3, 4)},
+            "route": (["every prompt"] + [m for m in ROUTE_MODES if m != "best_of"],
+                      {"default": "every prompt",
+                       "tooltip": "Several students: calibrate each on the prompts the Route Prompts to Students "
+                                  "node would send it (set route, rules, default_student and centroids as "
+                                  "there), so its tau is a percentile of the share it serves. every prompt: each "
+                                  "student on all of them (for best_of)."}),
+            "rules": ("STRING", {"multiline": True, "default": "",
+                                 "tooltip": "route embedding / keywords: the router's rules, copied from Route "
+                                            "Prompts to Students."}),
+            "default_student": ("INT", {"default": 1, "min": 1, "max": SLOTS,
+                                        "tooltip": "route keywords: the router's default_student."}),
+            "centroids": ([NO_CENTROIDS] + folder_paths.get_filename_list(CENTROIDS_FOLDER),
+                          {"tooltip": "route centroids: the router's centroid file."}),
         }}
 
     @classmethod
-    def IS_CHANGED(cls, prompts_file=NO_FILE, **_):
-        return file_signature(PROMPTS_FOLDER, prompts_file) if prompts_file != NO_FILE else ""
+    def IS_CHANGED(cls, prompts_file=NO_FILE, centroids=NO_CENTROIDS, **_):
+        return "/".join(file_signature(folder, name) if name != NO_FILE else ""
+                        for folder, name in ((PROMPTS_FOLDER, prompts_file), (CENTROIDS_FOLDER, centroids)))
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
-            steps, cfg, schedule, seed, batch_size, filename, w="", first_prompt=0, **more_students):
+            steps, cfg, schedule, seed, batch_size, filename, w="", first_prompt=0, route="every prompt", rules="",
+            default_student=1, centroids=NO_CENTROIDS, **more_students):
         name = require_file_stem("filename", filename, "lcm_sd15_4steps")
         first = int(first_prompt)
         texts = prompt_list(prompts, prompts_file, at_least=2, fix=TOO_FEW)[first:]
@@ -118,25 +139,44 @@ class CalibrateThreshold:
         texts = texts[:max_prompts] if max_prompts else texts
         students = [(1, model)] + [(i, more_students[f"student_{i}"]) for i in range(2, 5)
                                    if more_students.get(f"student_{i}")]
+        shares = routed_shares(route, texts, [n for n, _ in students], clip, rules, default_student, centroids)
         images, lines = [], []
-        for number, student in students:  # each keeps its input's number, as the gate's calibration_<n> does
+        for (number, student), share in zip(students, shares):  # each keeps its input's number, as the gate's
             model_input = "model" if number == 1 else f"student_{number}"
+            mine = [texts[i] for i in share]
             with inputs_named({"positive": "clip", "negative": "clip", "latent_image": "width"}):
-                scores, ws = student_scores(student, clip, vae, oracle, texts, negative_prompt, width, height, steps,
-                                            cfg, schedule, seed, batch_size, w, first, model_input)
+                scores, ws = student_scores(student, clip, vae, oracle, mine, negative_prompt, width, height, steps,
+                                            cfg, schedule, seed, batch_size, w, [first + i for i in share],
+                                            model_input)
             meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
-                    "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(texts),
+                    "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(mine),
                     "prompts_file": prompts_file, "seed": int(seed),
                     "oracle": {"name": oracle.name, "kind": oracle.kind, "fingerprint": oracle.fingerprint},
-                    "student": f"student {number}", "model": type(student.model.model_config).__name__,
+                    "student": f"student {number}", "students": len(students), "route": route,
+                    "model": type(student.model.model_config).__name__,
                     "negative_prompt": negative_prompt, "created": now()}
+            routed = f" (routed: {len(mine)} of {len(texts)} prompts)" if len(mine) < len(texts) else ""
             image, text = save_student_calibration(name if len(students) == 1 else f"{name}_student{number}", scores,
-                                                   meta, f"{oracle_label(oracle)}, {len(texts)} prompts, {steps} "
-                                                   f"steps, cfg {cfg:g}", range(first, first + len(texts)), texts)
+                                                   meta, f"{oracle_label(oracle)}, {len(mine)} prompts, {steps} "
+                                                   f"steps, cfg {cfg:g}", [first + i for i in share], mine)
             images.append(image)
-            lines.append(text)
+            lines.append(f"student {number}{routed}: {text}" if len(students) > 1 else text)
         summary = "\n\n".join(lines)
         return {"ui": {"text": [summary]}, "result": (torch.cat(images), summary)}
+
+
+def routed_shares(route, texts, numbers, clip, rules, default_student, centroids):
+    """The positions in `texts` each student (by its input number) is calibrated on: every prompt, or the
+    prompts the router sends it (at least 2 each: a percentile needs them)."""
+    if route == "every prompt" or len(numbers) == 1:
+        return [list(range(len(texts)))] * len(numbers)
+    assignment = route_prompts(route, texts, len(numbers), clip, rules, default_student, centroids)
+    shares = prompts_of_students(assignment, len(numbers))
+    for number, share in zip(numbers, shares):
+        if len(share) < 2:
+            raise InputError("route", f"student {number} gets {len(share)} of the {len(texts)} prompts", "give more "
+                             "held-out prompts (hundreds), or rules that send each student at least 2")
+    return shares
 
 
 def save_student_calibration(name, scores, meta, caption, prompt_indices, prompts):

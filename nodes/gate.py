@@ -12,6 +12,7 @@ from ..schedulers.errors import InputError
 from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, keep_better, resolve_threshold
 from ..schedulers.record import (EARLIER_KEY, IMAGES_KEY, bare_records, records_of, rows_of, stage_steps,
                                  student_labels, with_records)
+from ..schedulers.routing import calibration_student_problem
 from .comfy_glue import check_interrupt, check_vae_fits
 from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
 from .preview import save_previews
@@ -119,6 +120,11 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
         taus, meta = load_calibration(name, input_name)
         if taus is not None and threshold_mode != "tau":
             check_calibration_oracle(meta, name, input_name, oracle)
+            problem = calibration_student_problem(meta, label)
+            if problem and label is not None:
+                raise InputError(input_name, f"{name} {problem}", f"choose {label}'s calibration here")
+            if problem:
+                notes.append(f"warning: {name} {problem}")
         if taus is None and threshold_mode != "tau" and number > 1:
             raise InputError(f"calibration_{number}", f"{label} has no calibration",
                              f"choose {label}'s calibration file (each student scores differently)")

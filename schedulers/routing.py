@@ -79,6 +79,24 @@ def keyword_student(prompts: Sequence[str], patterns: Dict[int, List[str]], defa
             for i in range(len(prompts))]
 
 
+def prompts_of_students(assignment: Sequence[int], students: int) -> List[List[int]]:
+    """For each student, the prompts (their positions in the list) routed to it: its calibration is made on
+    those, the share it serves at run time (a percentile over prompts it never sees would send another
+    share than k % to the teacher)."""
+    return [[i for i, a in enumerate(assignment) if a == s] for s in range(students)]
+
+
+def calibration_student_problem(meta: dict, student: Optional[str]) -> Optional[str]:
+    """What is wrong with gating `student`'s samples ('student 2'; None: the plain sampler's) with a
+    calibration made in a run of several students for another of them, else None. A file made for one
+    student alone may serve any slot: the user calibrated that student by itself."""
+    made_for, together = meta.get("student"), int(meta.get("students", 1) or 1)
+    wanted = student or "student 1"
+    if together > 1 and made_for and made_for != wanted:
+        return f"was calibrated for {made_for} (one of {together} routed students) but the samples come from {wanted}"
+    return None
+
+
 def nearest_centroid(prompts: torch.Tensor, centroids: torch.Tensor) -> List[int]:
     """Student k serves the prompts nearest (cosine) to centroid k, as it was trained on them."""
     if centroids.shape[-1] != prompts.shape[-1]:

@@ -122,3 +122,15 @@ def test_each_sample_gets_its_students_threshold_and_cost():
     done = [r.then(teacher) if not ok else r for r, ok in zip(d.records, d.accepted.tolist())]
     assert per_student_lines(done) == ["student 1: 2 samples, kept 1/2, average steps 7",
                                        "student 2: 2 samples, kept 1/2, average steps 9"]
+
+
+def test_each_student_is_calibrated_on_its_own_share_of_the_prompts():
+    from schedulers.routing import calibration_student_problem, prompts_of_students
+    assert prompts_of_students([1, 0, 1, 2, 1], 3) == [[1], [0, 2, 4], [3]]
+    assert prompts_of_students([0, 0], 2) == [[0, 1], []]
+    routed = {"student": "student 2", "students": 3}
+    assert calibration_student_problem(routed, "student 2") is None
+    assert "calibrated for student 2 (one of 3 routed students) but the samples come from student 1" in \
+        calibration_student_problem(routed, None)
+    assert calibration_student_problem({"student": "student 1"}, "student 3") is None  # calibrated alone
+    assert calibration_student_problem({}, "student 2") is None  # an official file says nothing

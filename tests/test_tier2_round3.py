@@ -178,3 +178,39 @@ def test_best_of_names_each_students_own_input_and_refuses_mixed_families(host):
     with pytest.raises(errors.InputError, match="student_2 \\(SDXL\\)"):  # the input at fault, by its own name
         best_of([model, sdxl], pos, text(clip, ""), latent, dict(seed=1, steps=2, cfg=1.0, schedule="lcm"), vae,
                 RejectOnly([]))
+
+
+ROUTED = ["a red cube on a table", "a cat", "an anime girl with blue hair", "a city at night"]
+
+
+def test_routed_students_are_calibrated_on_their_own_share_and_the_gate_checks_whose_file(host):
+    import json
+    import os
+    import nodes
+    model, clip, vae = checkpoint()
+    lora = nodes.LoraLoaderModelOnly().load_lora_model_only(model, TINY_LCM_LORA_SD15, 1.0)[0]
+    oracle = pack(host, "nodes.oracle_nodes").load_oracle(TINY_IMAGE_REWARD, "cpu", "fp32")
+    calibrate = host.pack_nodes[P + "CalibrateThreshold"]()
+    summary = calibrate.run(model, clip, vae, oracle, "\n".join(ROUTED), "none", 0, "", 64, 64, 2, 1.0, "lcm", 0, 4,
+                            "round3_routed", student_2=lora, route="keywords", rules="2: cat|anime")["result"][1]
+    assert "student 2 (routed: 2 of 4 prompts)" in summary
+    cal_dir = host.folder_paths.get_folder_paths("image_reward_calibration")[0]
+    host.folder_paths.filename_list_cache.pop("image_reward_calibration", None)
+    metas = [json.load(open(os.path.join(cal_dir, f"round3_routed_student{i}.json")))["metadata"] for i in (1, 2)]
+    assert [m["prompt_count"] for m in metas] == [2, 2]
+    assert [m["samples"]["prompt_index"] for m in metas] == [[0, 3], [1, 2]]
+    # student 2's score of prompt 1 is the score of the sample the router makes for it (batch index 1)
+    routed = host.pack_nodes[P + "RouteStudents"]().run(
+        host.pack_nodes[P + "EncodePrompts"]().encode(clip, "\n".join(ROUTED), "none", 0)[0], text(clip, ""),
+        {"samples": torch.zeros(4, 4, 8, 8)}, 0, 2, 1.0, "lcm", "keywords", 1, student_1=model, student_2=lora,
+        rules="2: cat|anime")["result"][0]
+    gate = pack(host, "nodes.gate").gate
+    decision = gate(routed, vae, oracle, "", "percentile", k=50, calibration="round3_routed_student1.json",
+                    student_calibrations=["round3_routed_student2.json"])
+    scores = dict(zip(metas[1]["samples"]["prompt_index"], metas[1]["samples"]["score"]))
+    assert abs(decision.scores[1].item() - scores[1]) < 1e-4
+    errors = pack(host, "schedulers.errors")
+    with pytest.raises(errors.InputError, match="calibration: round3_routed_student2.json was calibrated for "
+                                                "student 2 .* but the samples come from student 1"):
+        gate(routed, vae, oracle, "", "percentile", k=50, calibration="round3_routed_student2.json",
+             student_calibrations=["round3_routed_student2.json"])
