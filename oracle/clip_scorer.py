@@ -8,7 +8,8 @@
 
 Each reads its model's own tokenizer and image preprocessing: transformers-layout checkpoints
 (PickScore, Hugging Face CLIPs) as Hugging Face's CLIPProcessor does, open_clip-layout ones
-(HPSv2, OpenCLIP) as open_clip does (see clip_tokenizer.py and preprocess.py for the differences).
+(HPSv2, OpenCLIP) as open_clip does (see clip_tokenizer.py and preprocess.py for the differences);
+HPSv2's images as the hpsv2 package's score() prepares them (padded to a square, not cropped).
 Features are compared in float32, whatever dtype the model runs in.
 """
 from typing import List, Optional
@@ -26,7 +27,7 @@ REFERENCE_STYLE = {"transformers": ("hf", "floor"), "open_clip": ("open_clip", "
 class ClipOracle(BatchedScorer):
     """Scores (image, prompt) pairs with a transformers CLIPModel; implements ``Oracle``.
     `layout` ("transformers" or "open_clip") is where the weights came from: it picks the
-    reference's tokenizer cleaning and centre crop."""
+    reference's tokenizer cleaning and centre crop (HPSv2 pads instead, as hpsv2's score() does)."""
 
     def __init__(self, model, kind: str, layout: str = "transformers", preprocess: str = "auto",
                  batch_size: int = 8, name: Optional[str] = None, fingerprint: Optional[str] = None):
@@ -37,6 +38,8 @@ class ClipOracle(BatchedScorer):
         super().__init__(model, preprocess, batch_size, name or kind, kind,
                          fingerprint or weights_fingerprint(model.state_dict()))
         cleaning, self.crop = REFERENCE_STYLE[layout]
+        if kind == "HPSv2":
+            self.crop = "pad"
         self.layout = layout
         self.image_size = model.config.vision_config.image_size
         self.tokenizer = ClipTokenizer(cleaning, model.config.text_config.max_position_embeddings)

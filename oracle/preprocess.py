@@ -1,30 +1,33 @@
 """Image preprocessing for the oracles (ImageReward, and the CLIP-family scores).
 
-Every oracle's reference resizes a PIL image:
+ImageReward, PickScore and the CLIP score resize a PIL image:
     Resize(S, BICUBIC) of the short side (PIL resample; the long side becomes
     int(S * long / short), truncated; no resize at all when the short side already is S)
     -> CenterCrop(S) -> RGB -> /255 -> Normalize(CLIP mean, CLIP std), all in float32.
-The centre crop's offsets differ by reference: torchvision (ImageReward, open_clip, HPSv2) rounds
+The centre crop's offsets differ by reference: torchvision (ImageReward, open_clip) rounds
 (dim - S) / 2 with Python's round(); Hugging Face's CLIPImageProcessor (PickScore, transformers
-CLIP) floors it. ComfyUI IMAGE floats are first turned into uint8 as ComfyUI's SaveImage does:
+CLIP) floors it. HPSv2 follows the hpsv2 package's score() instead (crop "pad", see padded()): the
+whole image, its long side resized to S in float by torchvision, padded to a square with black.
+ComfyUI IMAGE floats are first turned into uint8 as ComfyUI's SaveImage does:
     np.clip(255. * x, 0, 255).astype(np.uint8)   (truncation, not rounding)
 Alpha channels are ignored; grey images are repeated to RGB.
 
-``exact`` runs that pipeline with PIL + numpy, one image at a time. ``fast`` runs it batched in
-torch on the model's device, with Pillow's own resampling arithmetic (oracle/pil_resize.py), and
-gives the same pixels bit for bit.
+``exact`` runs that pipeline image by image on the CPU (PIL + numpy; torch for "pad"). ``fast``
+runs it batched in torch on the model's device, with Pillow's own resampling arithmetic
+(oracle/pil_resize.py), and gives the same pixels bit for bit ("pad": the same torch ops, equal on
+the CPU).
 """
 from typing import List, Sequence, Tuple, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from .pil_resize import pil_bicubic_resize
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CROP_ROUNDINGS = ("round", "floor")
 
 ImagesLike = Union[torch.Tensor, np.ndarray, Sequence[Union[torch.Tensor, np.ndarray]]]
 
@@ -90,17 +93,42 @@ def _to_pil(arr: np.ndarray) -> Image.Image:
     raise ValueError(f"images must have 1, 3 or 4 channels, got {arr.shape[-1]}")
 
 
-def normalised(x: torch.Tensor) -> torch.Tensor:
-    """[..., 3, H, W] float32 holding 0..255 -> /255, then CLIP's mean and std: one copy of the
-    arithmetic, so exact and fast round alike."""
+def standardised(x: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] float32 in 0..1 -> CLIP's mean and std: one copy of the arithmetic, so exact
+    and fast round alike."""
     mean = torch.tensor(CLIP_MEAN, dtype=torch.float32, device=x.device)[:, None, None]
     std = torch.tensor(CLIP_STD, dtype=torch.float32, device=x.device)[:, None, None]
-    return (x / 255.0 - mean) / std
+    return (x - mean) / std
+
+
+def normalised(x: torch.Tensor) -> torch.Tensor:
+    """[..., 3, H, W] float32 holding 0..255 -> /255 (ToTensor), then standardised."""
+    return standardised(x / 255.0)
+
+
+def padded(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x [B, 3, H, W] float32 holding 0..255 -> [B, 3, size, size] as the hpsv2 package's score()
+    prepares an image: ToTensor (/255), then its open_clip fork's ResizeMaxSize(size): each side
+    round(side * size / long side) by torchvision's tensor resize (bicubic with antialias, in float,
+    not clamped), padded with 0 (black) on both sides, the odd pixel right or bottom; then
+    Normalize. An image whose long side already is `size` is padded too (the reference passes it
+    on unpadded, and its ViT refuses anything but a square)."""
+    x = x / 255.0
+    h, w = x.shape[-2:]
+    scale = size / float(max(h, w))
+    nh, nw = round(h * scale), round(w * scale)
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=[nh, nw], mode="bicubic", align_corners=False, antialias=True)
+    ph, pw = size - nh, size - nw
+    return standardised(F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)))
 
 
 def exact_one(image, size: int, crop: str = "round") -> torch.Tensor:
     """One image -> [3, size, size] float32 CPU, identical to the reference transform."""
     im = _to_pil(to_uint8(image))
+    if crop == "pad":
+        rgb = torch.from_numpy(np.asarray(im.convert("RGB")).copy()).permute(2, 0, 1)
+        return padded(rgb[None].to(torch.float32), size)[0]
     w, h = im.size
     nh, nw = resized_size(h, w, size)
     if (nh, nw) != (h, w):
@@ -131,6 +159,8 @@ def _fast_group(x: torch.Tensor, size: int, crop: str) -> torch.Tensor:
     elif c != 3:
         raise ValueError(f"images must have 1, 3 or 4 channels, got {c}")
     x = x.permute(0, 3, 1, 2)
+    if crop == "pad":
+        return padded(x.contiguous(), size)
     h, w = x.shape[-2:]
     nh, nw = resized_size(h, w, size)
     top, left = crop_offsets(nh, nw, size, crop)

@@ -1,7 +1,7 @@
 """Golden parity of the CLIP-family oracles with their reference implementations, at full size.
 
-tests/data/clip/<model>/golden.json holds what open_clip (HPSv2's ViT-H-14, OpenCLIP ViT-bigG-14)
-and transformers (PickScore's CLIP-H, OpenAI's ViT-L/14) computed themselves
+tests/data/clip/<model>/golden.json holds what the hpsv2 package's score() (HPSv2's ViT-H-14), open_clip
+(OpenCLIP ViT-bigG-14) and transformers (PickScore's CLIP-H, OpenAI's ViT-L/14) computed themselves
 (tools/make_clip_golden.py, in a side environment) for the stand-in weights of
 tools/clip_standin.py on the golden images (two of them adversarial for resizing) and prompts
 (curly quotes, an HTML entity, full-width letters, one over 77 tokens). The pack reads the same
@@ -57,6 +57,12 @@ def case(request):
     yield name, golden, oracle
     del oracle
     gc.collect()
+
+
+def test_hpsv2_golden_is_the_hpsv2_package_on_tall_wide_and_square_images():
+    golden = read("hpsv2", "golden.json")
+    assert golden["source"].startswith("the hpsv2 package's score()")
+    assert {(h > w) - (h < w) for h, w, _ in golden["image_sizes"]} == {-1, 0, 1}
 
 
 def test_recognised_as_the_reference(case):

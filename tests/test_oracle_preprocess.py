@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from oracle.preprocess import (CLIP_MEAN, CLIP_STD, crop_offsets, preprocess_exact,
+from oracle.preprocess import (CLIP_MEAN, CLIP_STD, crop_offsets, normalised, preprocess_exact,
                                preprocess_fast, resized_size, to_uint8)
 
 SIZES = [(512, 512), (256, 320), (427, 640), (96, 64), (224, 224), (225, 224), (224, 300),
@@ -142,3 +142,19 @@ def test_pass_order_follows_the_pillow_version():
     assert not vertical_first(300, 1000, 224, 746, pillow_major=13)
     assert not vertical_first(1000, 400, 700, 250, pillow_major=13)  # 300 = 2 x 150: not more than twice
     assert not vertical_first(100, 1000, 200, 224, pillow_major=13)  # the height grows
+
+
+@pytest.mark.parametrize("hw", [(300, 200), (200, 300), (224, 224), (512, 512), (96, 64), (1000, 300), (224, 100)])
+def test_pad_keeps_the_whole_image_and_fast_equals_exact(hw):
+    """HPSv2 (the hpsv2 package's score()): the long side to 224, black bars on the short side."""
+    h, w = hw
+    a = torch.from_numpy(adversarial(h, w, "noise", seed=h)).float() / 255.0
+    exact = preprocess_exact([a], 224, crop="pad")[0]
+    assert torch.equal(preprocess_fast(a[None], 224, crop="pad")[0], exact)
+    short = round(min(h, w) * 224 / max(h, w))
+    bars = exact if h >= w else exact.transpose(-1, -2)  # bars as columns
+    left, right = (224 - short) // 2, 224 - short - (224 - short) // 2
+    black = normalised(torch.zeros(3, 1, 1)).expand(3, 224, left + right)
+    assert torch.equal(torch.cat([bars[..., :left], bars[..., 224 - right:]], -1), black)
+    if short:
+        assert not torch.equal(bars[..., left:left + 1], black[..., :1])

@@ -3,18 +3,20 @@
 
     python tools/make_clip_golden.py [--venv /tmp/clip-venv] [--models hpsv2,pickscore]
 
-Makes (or reuses) a side virtual environment with open_clip_torch and transformers, then runs
-them there, offline, on the full-size stand-in weights of tools/clip_standin.py and the golden
-images and prompts, and writes for each model of clip_standin.MODELS:
+Makes (or reuses) a side virtual environment with open_clip_torch, transformers and the hpsv2
+package, then runs them there, offline, on the full-size stand-in weights of tools/clip_standin.py
+and the golden images and prompts, and writes for each model of clip_standin.MODELS:
 
     tests/data/clip/<model>/keys.json    every key, shape and dtype of the reference's state dict
     tests/data/clip/<model>/golden.json  its token ids, a hash of its pixels, the cosine
                                          similarities and scores [prompt][image]
 
-References: open_clip's create_model / image_transform / get_tokenizer (HPSv2's img_score recipe:
-normalised features, image @ text); transformers' CLIPModel with the Pillow CLIPImageProcessor and
-CLIPTokenizer (PickScore's scoring code: exp(logit_scale) * cosine; the CLIP score as torchmetrics
-computes it: 100 * max(cosine, 0)). The transformers tokenizer is built from open_clip's own
+References: the hpsv2 package's score() for HPSv2 (its open_clip fork's model, preprocess_val and
+tokenizer, built as its initialize_model does but without downloading weights; the fork's wheel
+lacks its BPE vocabulary, copied from open_clip's, the same file); open_clip's create_model /
+image_transform / get_tokenizer for OpenCLIP ViT-bigG-14; transformers' CLIPModel with the Pillow
+CLIPImageProcessor and CLIPTokenizer (PickScore's scoring code: exp(logit_scale) * cosine; the CLIP
+score as torchmetrics computes it: 100 * max(cosine, 0)). The transformers tokenizer is built from open_clip's own
 vocabulary and merges, so nothing of the pack takes part in making the references. CI never runs
 this script (it needs PyPI); re-run it when the stand-in weights, images or prompts change. About
 25 minutes and 12 GB of RAM on 2 CPU cores, most of it ViT-bigG.
@@ -33,7 +35,8 @@ from tools.side_env import make_venv, offline_env, sh  # noqa: E402
 
 OUT_DIR = os.path.join(REPO, "tests", "data", "clip")
 PINS = ["torch==2.13.0", "torchvision==0.28.0", "open_clip_torch==3.3.0", "transformers==5.23.0", "ftfy==6.3.1",
-        "numpy", "pillow", "safetensors"]
+        "numpy", "pillow", "safetensors", "clint", "requests"]  # clint, requests: imported by hpsv2
+HPSV2 = "hpsv2==1.2.0"  # its other requirements (training, evaluation) are not needed to score
 
 
 def sha256(array) -> str:
@@ -69,6 +72,32 @@ def open_clip_reference(spec, seed, images, prompts):
         image = torch.cat([model.encode_image(pixels[i:i + 1], normalize=True) for i in range(len(images))])
         text = model.encode_text(tokens, normalize=True)
     return keys, tokens.tolist(), pixels, (text @ image.T), float(model.logit_scale.detach().exp())
+
+
+def hpsv2_reference(spec, seed, images, prompts):
+    """HPSv2 as hpsv2.img_score.score() computes it: -> (key spec, token ids, pixels, cosines)."""
+    import importlib.util
+    import shutil
+    import open_clip
+    import torch
+    from PIL import Image
+    fork = os.path.join(importlib.util.find_spec("hpsv2").submodule_search_locations[0], "src", "open_clip")
+    shutil.copy(os.path.join(os.path.dirname(open_clip.__file__), "bpe_simple_vocab_16e6.txt.gz"), fork)
+    from hpsv2.src.open_clip import create_model_and_transforms, get_tokenizer
+    model, _, preprocess_val = create_model_and_transforms(  # initialize_model's arguments, no download
+        spec["open_clip_model"], None, precision="amp", device="cpu", jit=False, force_quick_gelu=False,
+        force_custom_text=False, force_patch_dropout=False, force_image_size=None, pretrained_image=False,
+        image_mean=None, image_std=None, light_augmentation=True, aug_cfg={}, output_dict=True,
+        with_score_predictor=False, with_region_predictor=False)
+    model.eval()
+    keys = load_standins(model, seed)
+    pixels = torch.stack([preprocess_val(Image.fromarray(a)) for a in images])
+    tokens = get_tokenizer(spec["open_clip_model"])(prompts)
+    with torch.no_grad():  # score()'s torch.cuda.amp.autocast does nothing on the CPU
+        outputs = [model(pixels[i:i + 1], tokens) for i in range(len(images))]
+    image = torch.cat([o["image_features"] for o in outputs])
+    cosine = outputs[0]["text_features"] @ image.T
+    return keys, tokens.tolist(), pixels, cosine, float(model.logit_scale.detach().exp())
 
 
 def hf_tokenizer_from_open_clip(folder):
@@ -110,6 +139,7 @@ def transformers_reference(spec, seed, images, prompts):
 
 
 def run_references(names, out_dir):
+    from importlib.metadata import version
     import open_clip
     import torch
     import transformers
@@ -120,7 +150,11 @@ def run_references(names, out_dir):
     for name in names:
         spec = MODELS[name]
         seed = spec["seed"]
-        reference = open_clip_reference if spec["layout"] == "open_clip" else transformers_reference
+        if spec["kind"] == "HPSv2":
+            reference, what = hpsv2_reference, f"the hpsv2 package's score(), hpsv2 {version('hpsv2')}"
+        else:
+            reference = open_clip_reference if spec["layout"] == "open_clip" else transformers_reference
+            what = spec["reference"]
         keys, token_ids, pixels, cosine, scale = reference(spec, seed, images, GOLDEN_CLIP_PROMPTS)
         if spec["kind"] == "CLIP score":
             scores = 100.0 * cosine.clamp(min=0)
@@ -129,8 +163,8 @@ def run_references(names, out_dir):
         else:
             scores = cosine
         golden = {
-            "source": f"{spec['reference']}; open_clip {open_clip.__version__}, transformers "
-                      f"{transformers.__version__}, torch {torch.__version__}",
+            "source": f"{what}; open_clip {open_clip.__version__}, transformers {transformers.__version__}, "
+                      f"torchvision {version('torchvision')}, torch {torch.__version__}",
             "made_by": "tools/make_clip_golden.py", "seed": seed, "kind": spec["kind"], "layout": spec["layout"],
             "prompts": GOLDEN_CLIP_PROMPTS,
             "image_sizes": [list(a.shape) for a in images],
@@ -165,7 +199,7 @@ def main():
         ap.error(f"unknown model(s) {sorted(unknown)}; choose from {list(MODELS)}")
     if a.inside:
         return run_references(names, a.out)
-    py = make_venv(a.venv, PINS)
+    py = make_venv(a.venv, PINS, ["--no-deps", HPSV2])
     sh(py, os.path.abspath(__file__), "--inside", "--models", ",".join(names), "--out", a.out, env=offline_env())
 
 
