@@ -1,7 +1,7 @@
 """ClipOracle: CLIP score, PickScore and HPSv2 -- one CLIP model, three readings of its cosine.
 
     CLIP score  100 * max(cos(image, text), 0)          Hessel et al. 2021 (CLIPScore without its
-                                                         w = 2.5), as torchmetrics computes it
+                                                         w = 2.5), per pair: torchmetrics' formula
     PickScore   exp(logit_scale) * cos(image, text)     Kirstain et al. 2023 (~ 18..23 for
                                                          good pairs with PickScore_v1)
     HPSv2       cos(image, text)                        Wu et al. 2023 (~ 0.2..0.3; HPS v2 and v2.1)
@@ -10,6 +10,11 @@ Each reads its model's own tokenizer and image preprocessing: transformers-layou
 (PickScore, Hugging Face CLIPs) as Hugging Face's CLIPProcessor does, open_clip-layout ones
 (HPSv2, OpenCLIP) as open_clip does (see clip_tokenizer.py and preprocess.py for the differences);
 HPSv2's images as the hpsv2 package's score() prepares them (padded to a square, not cropped).
+The CLIP score follows the model's own library, not torchmetrics' CLIPScore: transformers' CLIPModel
+with CLIPProcessor (Pillow image processor) for transformers-layout files, open_clip for
+open_clip-layout ones. Both truncate a prompt over 77 tokens keeping the end token, which the
+text tower pools; torchmetrics instead cuts the token ids at 77, dropping the end token, so its
+scores of long prompts differ (the same for prompts that fit).
 Features are compared in float32, whatever dtype the model runs in.
 """
 from typing import List, Optional

@@ -16,7 +16,8 @@ tokenizer, built as its initialize_model does but without downloading weights; t
 lacks its BPE vocabulary, copied from open_clip's, the same file); open_clip's create_model /
 image_transform / get_tokenizer for OpenCLIP ViT-bigG-14; transformers' CLIPModel with the Pillow
 CLIPImageProcessor and CLIPTokenizer (PickScore's scoring code: exp(logit_scale) * cosine; the CLIP
-score as torchmetrics computes it: 100 * max(cosine, 0)). The transformers tokenizer is built from open_clip's own
+score: torchmetrics' formula 100 * max(cosine, 0), with the tokenizer's own truncation, which keeps
+the end token). The transformers tokenizer is built from open_clip's own
 vocabulary and merges, so nothing of the pack takes part in making the references. CI never runs
 this script (it needs PyPI); re-run it when the stand-in weights, images or prompts change. About
 25 minutes and 12 GB of RAM on 2 CPU cores, most of it ViT-bigG.
