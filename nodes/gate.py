@@ -10,8 +10,8 @@ from ..oracle.calibration import CalibrationError, check_made_by, read_calibrati
 from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
 from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, keep_better, resolve_threshold
-from ..schedulers.record import (EARLIER_KEY, IMAGES_KEY, bare_records, records_of, rows_of, stage_steps,
-                                 student_labels, with_records)
+from ..schedulers.record import (DECODER_KEY, EARLIER_KEY, bare_records, decoded_rows, records_of, rows_of,
+                                 stage_steps, student_labels, with_records)
 from ..schedulers.routing import calibration_student_problem
 from .comfy_glue import check_interrupt, check_vae_fits
 from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
@@ -139,7 +139,8 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
     decision = decide(scores, [thresholds[r.student] for r in records], records, images=images,
                       budget_teacher_steps=teacher_steps if threshold_mode == "budget" else None, notes=notes,
                       new_scores=new_scores, oracle=oracle_id(oracle), oracle_name=oracle_label(oracle), prompts=texts)
-    return dataclasses.replace(decision, latent=with_records(gated, decision.records, images=list(images)))
+    return dataclasses.replace(decision, latent=with_records(gated, decision.records, images=list(images),
+                                                             decoder=vae))
 
 
 def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
@@ -150,7 +151,7 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
     scores of the samples sent back (else None), records)."""
     me = oracle_id(oracle)
     samples = latent["samples"]
-    images = list(rows_of(latent, IMAGES_KEY))   # decoded by the gate or improver before
+    images = list(decoded_rows(latent, vae))   # decoded by the gate or improver before, with this VAE
     missing = [i for i in range(len(records)) if images[i] is None]
     check_vae_fits(vae, samples)
     if missing:
@@ -165,6 +166,8 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
     new_scores = [None] * len(records)
     if keep_better_on:
         earlier = [list(row) if row is not None else None for row in rows_of(latent, EARLIER_KEY)]
+        if latent.get(DECODER_KEY) is not vae:  # their images are another VAE's
+            earlier = [row[:1] + [None] + row[2:] if row is not None else None for row in earlier]
         before = [records[i].earlier_score(me, texts[i]) if earlier[i] is not None else None for i in fresh]
         unscored = [j for j, i in enumerate(fresh) if earlier[i] is not None and before[j] is None]
         if unscored:  # an earlier gate used another oracle: score the earlier versions on this one's scale

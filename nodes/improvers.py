@@ -1,6 +1,7 @@
 """What every improver (the teacher, a student retry) does around its own sampling: take the samples
 the gate sent on as one sub-batch, put the new rows back in batch order, extend their records, decode
 only what nobody has decoded yet, and keep each replaced version for a keep-the-better gate."""
+import logging
 from dataclasses import replace
 
 import torch
@@ -9,17 +10,19 @@ import comfy.sample
 
 from ..schedulers.batching import batch_indices, put_rows, take_rows
 from ..schedulers.errors import InputError
-from ..schedulers.record import (IMAGES_KEY, bare_records, cost_line, per_student_lines, records_of, rows_of,
-                                 stage_line, student_labels, with_records)
+from ..schedulers.record import (IMAGES_KEY, bare_records, cost_line, decoded_rows, per_student_lines, records_of,
+                                 rows_of, stage_line, student_labels, with_records)
+
+log = logging.getLogger("StudentTeacher")
 
 
-def rows_to_improve(latent, decision):
-    """(the rows of `latent` to improve, their records, their decoded images or Nones): the gate's
+def rows_to_improve(latent, decision, vae):
+    """(the rows of `latent` to improve, their records, their images decoded by `vae` or Nones): the gate's
     rejections (the gate must have decided on these very samples), or every sample without a gate."""
     n = int(latent["samples"].shape[0])
     if decision is None:
         records = records_of(latent) or bare_records(batch_indices(latent))
-        return list(range(n)), records, list(rows_of(latent, IMAGES_KEY))
+        return list(range(n)), records, list(decoded_rows(latent, vae))
     if decision.batch_size != n or decision.batch_index != batch_indices(latent):
         raise InputError("gate", f"the gate decided on samples {decision.batch_index}, the latent holds "
                          f"{batch_indices(latent)}", "connect the gate that scored this same latent")
@@ -28,8 +31,18 @@ def rows_to_improve(latent, decision):
         raise InputError("latent", "holds other samples than the gate decided on (a node between them changed "
                          "them, or keep_better restored earlier versions)", "connect the gate's latent output "
                          "here; put nodes that change the samples before the gate")
-    images = list(decision.images) if decision.images is not None else list(rows_of(latent, IMAGES_KEY))
-    return decision.rejected, decision.records, images
+    return decision.rejected, decision.records, list(decoded_rows(decision.latent or latent, vae))
+
+
+def warn_one_prompt(positive, records, todo, node):
+    """A teacher or retry given one prompt for samples made from several (a prompt list) improves each
+    towards that one prompt: legal (a deliberate override), but rarely meant, so it is said."""
+    made_from = {records[i].prompt for i in todo} - {None}
+    rows = max((int(cond.shape[0]) for cond, _ in positive or ()), default=0)
+    if len(made_from) > 1 and rows == 1:
+        log.warning("%s: positive holds one prompt, but the samples it improves were made from %d different "
+                    "prompts: each is improved towards that one. Connect the Encode Prompt List's conditioning "
+                    "to give each sample its own.", node, len(made_from))
 
 
 def same_samples(a, b) -> bool:
@@ -67,7 +80,7 @@ def put_back(base, todo, records, images, rows, stage, vae, ws=None):
     if missing:
         for i, image in zip(missing, vae.decode(samples[missing])):
             images[i] = image
-    return with_records({**base, "samples": samples}, records, images=images, earlier=earlier)
+    return with_records({**base, "samples": samples}, records, images=images, earlier=earlier, decoder=vae)
 
 
 def report(latent, decision, todo, what, teacher_steps=None):

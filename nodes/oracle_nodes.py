@@ -8,7 +8,7 @@ import folder_paths
 from ..oracle import OracleLoadError
 from ..oracle.calibration import CalibrationError
 from ..oracle.checkpoint import DTYPES, WEIGHT_EXTENSIONS
-from ..oracle.ensemble import EnsembleOracle, member_from_calibration
+from ..oracle.ensemble import EnsembleOracle, member_from_calibration, other_samples
 from ..oracle.loading import EXPECTED_FILES, KINDS, KindMismatch, load_oracle as load_oracle_file
 from ..oracle.tokenizer import TokenizerError
 from ..schedulers.errors import InputError
@@ -150,7 +150,7 @@ class EnsembleOracles:
             if more.get(f"oracle_{i}") is not None:
                 given[i] = (more[f"oracle_{i}"], more.get(f"calibration_{i}", NO_CALIBRATION),
                             more.get(f"weight_{i}", 1.0))
-        members = []
+        members, first = [], None
         for i, (oracle, calibration, weight) in given.items():
             if weight == 0:  # left out: neither run nor calibrated
                 continue
@@ -158,6 +158,11 @@ class EnsembleOracles:
             if taus is None:
                 raise InputError(f"calibration_{i}", f"oracle {i} has no calibration", "choose the calibration made "
                                  f"with oracle {i} (its scale is what the ensemble standardises)")
+            first = first or meta
+            problem = other_samples(meta, first)
+            if problem:
+                raise InputError(f"calibration_{i}", f"{calibration} {problem}", "calibrate every member on the same "
+                                 "student, settings and prompts (one Calibrate run per oracle)")
             try:
                 members.append(member_from_calibration(oracle, meta, calibration, float(weight)))
             except CalibrationError as e:

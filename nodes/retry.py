@@ -8,7 +8,7 @@ from ..schedulers.noise import RETRY_NUMBERS, retry_round
 from ..schedulers.record import Stage, records_of
 from .comfy_glue import check_model_fits, subset_conditioning
 from .common import CATEGORY, GATE_TYPE, inputs_named
-from .improvers import images_of, put_back, report, rows_to_improve, source_rows
+from .improvers import images_of, put_back, report, rows_to_improve, source_rows, warn_one_prompt
 from .student import ConsistencySampler, student_sample
 
 
@@ -18,11 +18,12 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
     on from the retries each sample already had (schedulers.noise.retry_round) -> (LATENT, rows retried)."""
     if not 1 <= int(retry) < RETRY_NUMBERS:
         raise InputError("retry", f"got {retry}", "number the retries 1, 2, ...: each is fresh noise")
-    todo, records, images = rows_to_improve(latent, decision)
+    todo, records, images = rows_to_improve(latent, decision, vae)
     if todo:
         n = int(latent["samples"].shape[0])
         check_model_fits(model, "model", latent["samples"], "latent", records,
                          {"positive": positive, "negative": negative})
+        warn_one_prompt(positive, records, todo, "Student Retry")
         start = torch.zeros_like(latent["samples"][todo]) if source_latent is None else \
             source_rows(source_latent, todo, latent["samples"], model)
         sub = {"samples": start,

@@ -9,7 +9,7 @@ from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigm
 from .comfy_glue import (check_interrupt, check_model_fits, initial_noise, ksampler_schedule, per_sample_sampler,
                          rollback_noise, sample_with_sigmas, subset_conditioning)
 from .common import CATEGORY, GATE_TYPE, SEED
-from .improvers import images_of, put_back, report, rows_to_improve, source_rows
+from .improvers import images_of, put_back, report, rows_to_improve, source_rows, warn_one_prompt
 
 STRATEGIES = ("refine", "regenerate")
 NEEDS_SOURCE = ("regenerate needs the latent the student started from",
@@ -33,12 +33,13 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
             scheduler, cfg, seed, vae, decision=None, source_latent=None, source_denoise=1.0):
     """The teacher on the samples the gate rejected (all without a gate) -> (LATENT with every row's
     record, decoded image and replaced version, the rows improved)."""
-    todo, records, images = rows_to_improve(latent, decision)
+    todo, records, images = rows_to_improve(latent, decision, vae)
     if not todo:
         return put_back(latent, todo, records, images, None, None, vae), todo
     n = int(latent["samples"].shape[0])
     check_model_fits(model, "model", latent["samples"], "latent", records,
                      {"positive": positive, "negative": negative})
+    warn_one_prompt(positive, records, todo, "Teacher Improve")
     index = [records[i].batch_index for i in todo]
     rounds = [records[i].noise_round for i in todo]
     start, mask = teacher_start(latent, todo, strategy, source_latent, model)

@@ -42,6 +42,24 @@ def member_from_calibration(oracle, meta: dict, file: str, weight: float = 1.0) 
     return Member(oracle, mean, std, weight)
 
 
+# what makes two calibrations describe the same samples (the student, its settings, the prompts)
+SAME_SAMPLES = ("steps", "cfg", "schedule", "width", "height", "w", "seed", "student", "prompts_file",
+                "negative_prompt", "prompt_count")
+
+
+def other_samples(meta: dict, first: dict) -> Optional[str]:
+    """How calibration `meta` scored other samples than `first` did (None when it did not, as far as both
+    say): members standardised on different students or prompts would put a sample at different
+    z-scores for reasons that have nothing to do with the sample."""
+    for key in SAME_SAMPLES:
+        if key in meta and key in first and meta[key] != first[key]:
+            return f"was made with {key} = {meta[key]!r}, the first member's calibration with {first[key]!r}"
+    mine, theirs = (sorted((m.get("samples") or {}).get("prompt_id") or []) for m in (meta, first))
+    if mine and theirs and mine != theirs:
+        return "scored other prompts than the first member's calibration"
+    return None
+
+
 class EnsembleOracle:
     """Weighted mean of calibrated z-scores of several oracles; implements ``Oracle``."""
 

@@ -22,6 +22,7 @@ RECORDS_KEY = "student_teacher"
 IMAGES_KEY = "student_teacher_images"    # each row's decoded image, so a later gate decodes only what changed
 EARLIER_KEY = "student_teacher_earlier"  # (latent row, image row, w) an improver replaced, for keep-the-better
 SAMPLES_KEY = "student_teacher_samples"  # the very samples tensor the records describe (compared by identity)
+DECODER_KEY = "student_teacher_decoder"  # the VAE that decoded the images (compared by identity)
 OUTSIDE = "outside"  # the stage of a change made outside the pack (its steps are not known)
 REMAKES = ("teacher", "retry", OUTSIDE)  # stages that make a sample again from noise
 
@@ -112,14 +113,15 @@ def records_of(latent: Mapping) -> Optional[Tuple[SampleRecord, ...]]:
 
 
 def with_records(latent: Mapping, records: Sequence[SampleRecord], images: Optional[Sequence] = None,
-                 earlier: Optional[Sequence] = None) -> dict:
+                 earlier: Optional[Sequence] = None, decoder=None) -> dict:
     """A copy of the LATENT carrying `records` (one per row) and the matching batch_index, and the
-    rows' decoded images and replaced versions when given (else none: stale ones are dropped)."""
+    rows' decoded images (by `decoder`, a VAE) and replaced versions when given (else none: stale ones
+    are dropped)."""
     records = tuple(records)
     n = int(latent["samples"].shape[0])
     if len(records) != n:
         raise ValueError(f"{len(records)} records for {n} samples")
-    out = {k: v for k, v in latent.items() if k not in (IMAGES_KEY, EARLIER_KEY)}
+    out = {k: v for k, v in latent.items() if k not in (IMAGES_KEY, EARLIER_KEY, DECODER_KEY)}
     out[RECORDS_KEY] = records
     out[SAMPLES_KEY] = out["samples"]
     out["batch_index"] = [r.batch_index for r in records]
@@ -128,6 +130,8 @@ def with_records(latent: Mapping, records: Sequence[SampleRecord], images: Optio
             if len(rows) != n:
                 raise ValueError(f"{len(rows)} rows of {key} for {n} samples")
             out[key] = tuple(rows)
+    if images is not None:
+        out[DECODER_KEY] = decoder
     return out
 
 
@@ -138,6 +142,14 @@ def rows_of(latent: Mapping, key: str) -> tuple:
     rows = latent.get(key)
     fresh = not _samples_changed(latent) and records_of(latent) is not None
     return tuple(rows) if fresh and isinstance(rows, tuple) and len(rows) == n else (None,) * n
+
+
+def decoded_rows(latent: Mapping, decoder, key: str = IMAGES_KEY) -> tuple:
+    """rows_of(latent, key) when `decoder` (a VAE) decoded those images, else None for each row: a stage
+    with another VAE decodes again rather than mix two VAEs' images."""
+    if latent.get(DECODER_KEY) is not decoder:
+        return (None,) * int(latent["samples"].shape[0])
+    return rows_of(latent, key)
 
 
 def bare_records(batch_index: Sequence[int]) -> Tuple[SampleRecord, ...]:

@@ -164,3 +164,13 @@ def test_save_as_treats_names_of_other_calibration_folders_as_taken(tmp_path):
     """A new file must not hide a preset (or a file of another folder) of the same name in the gate's list."""
     path, _ = save_calibration_as(tmp_path, "lcm_sdxl_4steps_paper", scores(), taken=["lcm_sdxl_4steps_paper.json"])
     assert os.path.basename(path) == "lcm_sdxl_4steps_paper_2.json"
+
+
+def test_ensemble_members_must_be_calibrated_on_the_same_samples():
+    from oracle.ensemble import other_samples
+    first = {"steps": 4, "cfg": 1.0, "student": "student 1", "samples": {"prompt_id": ["a", "b"]}}
+    assert other_samples(dict(first), first) is None
+    assert other_samples({"steps": 4}, first) is None  # an official file says less: compared on what both say
+    assert "steps = 2" in other_samples(dict(first, steps=2), first)
+    assert "student = 'student 2'" in other_samples(dict(first, student="student 2"), first)
+    assert "other prompts" in other_samples(dict(first, samples={"prompt_id": ["a", "c"]}), first)

@@ -214,3 +214,35 @@ def test_routed_students_are_calibrated_on_their_own_share_and_the_gate_checks_w
                                                 "student 2 .* but the samples come from student 1"):
         gate(routed, vae, oracle, "", "percentile", k=50, calibration="round3_routed_student2.json",
              student_calibrations=["round3_routed_student2.json"])
+
+
+class CountingVAE:
+    """Another VAE (the same weights behind it): counts the samples it decodes."""
+
+    def __init__(self, vae):
+        self.vae, self.decoded, self.latent_channels = vae, 0, vae.latent_channels
+
+    def decode(self, samples):
+        self.decoded += samples.shape[0]
+        return self.vae.decode(samples)
+
+
+def test_a_stage_with_another_vae_decodes_again_and_a_single_prompt_teacher_warns(host):
+    from comfyui_harness import capture_logs
+    model, clip, vae = checkpoint()
+    prompts = host.pack_nodes[P + "EncodePrompts"]().encode(clip, "a cat\na dog\na car", "none", 0)[0]
+    student = pack(host, "nodes.student").student_sample(model, prompts, text(clip, ""),
+                                                         {"samples": torch.zeros(3, 4, 8, 8)}, 1, 2, 1.0)
+    gate = pack(host, "nodes.gate").gate
+    first = gate(student, vae, RejectOnly([1, 2]), "", tau=0.0)
+    other = CountingVAE(vae)
+    again = gate(first.latent, other, RejectOnly([]), "", tau=0.0)
+    assert other.decoded == 3  # the first gate's images are its VAE's, not this one's
+    assert gate(again.latent, other, RejectOnly([]), "", tau=0.0) and other.decoded == 3  # its own: reused
+    improve = pack(host, "nodes.teacher").improve
+    teacher_vae = CountingVAE(vae)
+    with capture_logs() as logs:
+        improve(model, text(clip, "one prompt"), text(clip, ""), first.latent, "refine", "strength", 0.5, 2, "euler",
+                "normal", 1.0, 5, teacher_vae, first)
+    assert teacher_vae.decoded == 3  # the 2 improved and the kept one, whose gate image is another VAE's
+    assert any("made from 2 different prompts" in line for line in logs)
