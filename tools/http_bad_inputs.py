@@ -33,6 +33,10 @@ SD15, SDXL, ORACLE = "tiny_sd15.safetensors", "tiny_sdxl.safetensors", "tiny_ima
 GUIDED = "tiny_guided_sd15_unet.safetensors"
 PICKSCORE = "tiny_pickscore.safetensors"  # in models/oracles/
 PAPER = "lcm_sdxl_4steps_paper.json"
+# user files the server is given (start_server writes them): none may be changed, and the payload never runs
+LATIN1, TRUNCATED, PAYLOAD = "latin1.txt", "truncated_unet.safetensors", "payload_unet.pt"
+ROUTED_S2, ENSEMBLE = "routed_student2.json", ("ens_steps2.json", "ens_steps4.json")
+PAYLOAD_RAN = "payload_ran"
 
 
 # --- graphs ----------------------------------------------------------------------------------------
@@ -179,6 +183,18 @@ def merge(**inputs):
                       "inputs": {"calibration": PAPER, "calibration_2": "none", "filename": "merged", **inputs}}}
 
 
+def long_prompt_list(**route):
+    """A routed prompt list whose first prompt makes a backtracking pattern run for ages."""
+    g = prompt_list(route="keywords", **route)
+    g["pos"]["inputs"]["prompts"] = "a" * 40 + "!\na blue ball"
+    return g
+
+
+def routed_gate(calibration):
+    g = prompt_list(route="keywords", rules="1: cube")
+    return with_inputs(g, "gate", threshold_mode="percentile", calibration=calibration)
+
+
 def xl_text(graph, node, name):
     graph["xlpos"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["xl", 1], "text": "a red cube"}}
     return with_inputs(graph, node, **{name: ["xlpos", 0]})
@@ -266,6 +282,18 @@ CASES = [
                                                            rollback_mode="vp", rollback=1.0), "scheduler", True),
     ("student retry number 0", lambda: retry_graph(retry=0), "retry", False),
     ("student retry without a gate", lambda: without(retry_graph(), "retry", "gate"), "gate", False),
+    ("route pattern that backtracks for ages", lambda: long_prompt_list(rules="1: ^(a|a)*$"), "rules", True),
+    ("prompt file not UTF-8", lambda: with_inputs(prompt_list(), "pos", prompts_file=LATIN1), "prompts_file", True),
+    ("guided student file truncated", lambda: with_inputs(guided_student(""), "guided", unet_name=TRUNCATED),
+     "unet_name", True),
+    ("guided student file with a pickle payload", lambda: with_inputs(guided_student(""), "guided", unet_name=PAYLOAD),
+     "unet_name", True),
+    ("best_of over SD1.5 and SDXL students", lambda: prompt_list(route="best_of", student_2=["xl", 0], vae=["ckpt", 2],
+                                                                 oracle=["oracle", 0]), "student_2", True),
+    ("routed student 2's calibration in slot 1", lambda: routed_gate(ROUTED_S2), "calibration", True),
+    ("ensemble members calibrated on other samples", lambda: ensemble(calibration_1=ENSEMBLE[0],
+                                                                      calibration_2=ENSEMBLE[1]),
+     "calibration_2", True),
 ]
 
 
@@ -289,12 +317,14 @@ def start_server(comfyui, python, models, work, port, pack):
     os.makedirs(oracle_dir)
     with open(os.path.join(oracle_dir, "broken.pt"), "w") as f:
         f.write("this is a text file, not weights\n")
+    user_files(work, cal, models)
     config = os.path.join(work, "paths.yaml")
     with open(config, "w") as f:
-        f.write(f"tiny:\n    checkpoints: {models}/checkpoints\n    diffusion_models: {models}/diffusion_models\n"
+        f.write(f"tiny:\n    checkpoints: {models}/checkpoints\n"
+                f"    diffusion_models: |\n        {models}/diffusion_models\n        {work}/diffusion_models\n"
                 f"    image_reward: |\n        {models}/image_reward\n"
                 f"        {oracle_dir}\n    oracles: {models}/oracles\n    image_reward_calibration: {cal}\n"
-                f"    custom_nodes: {nodes_dir}\n")
+                f"    student_teacher_prompts: {work}/prompts\n    custom_nodes: {nodes_dir}\n")
     args = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-api-nodes",
             "--dont-print-server", "--verbose", "WARNING", "--extra-model-paths-config", config,
             "--database-url", f"sqlite:///{work}/db.sqlite"]
@@ -303,6 +333,48 @@ def start_server(comfyui, python, models, work, port, pack):
         args += [f"--{kind}-directory", os.path.join(work, kind)]
     log = open(os.path.join(work, "server.log"), "w")
     return subprocess.Popen(args, cwd=comfyui, stdout=log, stderr=subprocess.STDOUT), log
+
+
+class Payload:
+    """Pickled into a .pt: loading it with pickle would create PAYLOAD_RAN (a weights-only load refuses)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def user_files(work, cal, models):
+    """The bad files of the cases, as a user would have them: a latin-1 prompt list, a truncated and a
+    malicious student file, a routed student's calibration and two ensemble calibrations of other steps."""
+    import torch
+    for folder in ("prompts", "diffusion_models"):
+        os.makedirs(os.path.join(work, folder))
+    with open(os.path.join(work, "prompts", LATIN1), "wb") as f:
+        f.write("un café\nune crêpe\n".encode("latin-1"))
+    with open(os.path.join(models, "diffusion_models", GUIDED), "rb") as f:
+        head = f.read(4096)
+    with open(os.path.join(work, "diffusion_models", TRUNCATED), "wb") as f:
+        f.write(head)
+    torch.save({"time_embedding.cond_proj.weight": Payload(os.path.join(work, PAYLOAD_RAN))},
+               os.path.join(work, "diffusion_models", PAYLOAD))
+    files = {ROUTED_S2: {"50": 0.0, "metadata": {"student": "student 2", "students": 2}}}
+    for name, steps in zip(ENSEMBLE, (2, 4)):
+        files[name] = {"50": 0.0, "metadata": {"steps": steps, "score_mean": 0.0, "score_std": 1.0}}
+    for name, data in files.items():
+        with open(os.path.join(cal, name), "w") as f:
+            json.dump(data, f)
+
+
+def user_files_intact(work):
+    """(all there, unchanged, and no payload ran, detail)"""
+    names = [os.path.join(work, "prompts", LATIN1), os.path.join(work, "diffusion_models", TRUNCATED),
+             os.path.join(work, "diffusion_models", PAYLOAD)] + \
+        [os.path.join(work, "calibration", n) for n in (ROUTED_S2, "broken.json") + ENSEMBLE]
+    missing = [os.path.basename(n) for n in names if not os.path.isfile(n)]
+    ran = os.path.exists(os.path.join(work, PAYLOAD_RAN))
+    return not missing and not ran, f"missing {missing}" if missing else ("the payload ran" if ran else "all there")
 
 
 class Client:
@@ -399,7 +471,7 @@ async def two_queued(client):
     return ok, f"first {r1.get('status_str')}, second {r2.get('status_str')}"
 
 
-async def check(url, server, verbose=True):
+async def check(url, server, work, verbose=True):
     failures, lines = 0, []
 
     def report(ok, name, detail):
@@ -428,6 +500,8 @@ async def check(url, server, verbose=True):
         report(ok, "two queued prompts", detail)
         kind, _ = await client.run(with_inputs(base(), "teacher", seed=3))
         report(kind == "success" and server.poll() is None, "still serving afterwards", kind)
+        ok, detail = user_files_intact(work)
+        report(ok, "user files intact, no payload run", detail)
     total = len(lines)
     summary = f"{total - failures} passed, {failures} failed"
     print(summary, flush=True)
@@ -448,7 +522,7 @@ def main(argv=None):
         server, log = start_server(os.path.abspath(a.comfyui), a.python, os.path.abspath(a.models), work, port,
                                    os.path.abspath(a.pack))
         try:
-            failures, _ = asyncio.run(check(f"http://127.0.0.1:{port}", server))
+            failures, _ = asyncio.run(check(f"http://127.0.0.1:{port}", server, work))
         finally:
             server.terminate()
             try:
