@@ -5,7 +5,7 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
-for path in (TESTS, ROOT):
+for path in (TESTS, os.path.join(TESTS, "support"), ROOT):
     if path not in sys.path:
         sys.path.insert(0, path)
 

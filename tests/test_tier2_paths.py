@@ -214,7 +214,7 @@ def test_a_student_of_another_family_is_named_in_the_message_too(host):
     g["xl"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SDXL}}
     g["route"]["inputs"]["student_2"] = ["xl", 0]
     run = run_prompt(host, g, check=False)
-    assert not run.success and "but student_2 (SDXL) expects 2048" in run.error, run.error
+    assert not run.success and "student_2: is a SDXL model but student_1 is SD15" in run.error, run.error
 
 
 def test_a_retry_model_of_another_family_is_refused(host):

@@ -24,6 +24,9 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 from tools.comfyui_boot import boot, object_info  # noqa: E402
 
+sys.path.insert(0, os.path.join(REPO, "tests", "support"))
+from workflows import widget_order_problems  # noqa: E402
+
 SCHEMAS = os.path.join(REPO, "tests", "data", "schemas")
 CORE = os.path.join(SCHEMAS, "core-0.3.64.json")
 PACK = os.path.join(SCHEMAS, "pack.json")
@@ -103,6 +106,11 @@ def main(argv=None):
         if a.check:
             stale += bool(changes)
             print(f"{name}: " + (f"STALE ({len(changes)} nodes differ); run {FIX}" if changes else "up to date"))
+            continue
+        reordered = widget_order_problems(old, info) if path == PACK else []
+        if reordered:  # saved graphs store widget values by position: this would break them
+            print(f"{name}: NOT written, widgets were reordered:\n  " + "\n  ".join(reordered))
+            stale += 1
             continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
