@@ -6,8 +6,8 @@
     python bench/bench_oracle.py --batches 1,2 --repeats 1 --no-unet   # quick
 
 Models, all full size: ImageReward (random init by default; --standin uses the deterministic
-stand-in weights of tools/imagereward_standin.py), and the CLIP-family oracles with the stand-in
-weights of the parity tests (tools/clip_standin.py: OpenAI ViT-L/14 for the CLIP score, PickScore's
+stand-in weights of tests/support/imagereward_standin.py), and the CLIP-family oracles with the stand-in
+weights of the parity tests (tests/support/clip_standin.py: OpenAI ViT-L/14 for the CLIP score, PickScore's
 and HPSv2's ViT-H/14, OpenCLIP ViT-bigG/14), each read from its own key layout. Inputs: ComfyUI-style IMAGE batches
 [B, 512, 512, 3] float on the CPU (as a VAE decode leaves them), one prompt for all.
 Student step: one forward of a full-size SD1.5 UNet (diffusers UNet2DConditionModel with the
@@ -26,15 +26,15 @@ import time
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "support")]  # the stand-in weights
 
 from oracle import ImageReward, ImageRewardConfig, ImageRewardOracle  # noqa: E402
 from oracle.checkpoint import DTYPES, image_reward_from_state_dict  # noqa: E402
 from oracle.loading import oracle_from_state_dict  # noqa: E402
 from oracle.preprocess import preprocess_exact, preprocess_fast  # noqa: E402
-from tools.clip_standin import MODELS as CLIP_MODELS  # noqa: E402
-from tools.clip_standin import standin_state_dict  # noqa: E402
-from tools.imagereward_standin import standin_state_dict as imagereward_standin  # noqa: E402
+from clip_standin import MODELS as CLIP_MODELS  # noqa: E402
+from clip_standin import standin_state_dict  # noqa: E402
+from imagereward_standin import standin_state_dict as imagereward_standin  # noqa: E402
 from pipeline_models import SD15_UNET  # noqa: E402  (bench/, the script's own folder)
 
 ORACLES = ("ImageReward",) + tuple(CLIP_MODELS)

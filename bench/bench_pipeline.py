@@ -35,11 +35,11 @@ from dataclasses import dataclass
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "tests", "support")]  # side environments
 sys.path.insert(0, HERE)
 import pipeline_models  # noqa: E402
 from pipeline_timing import tau_for  # noqa: E402
-from tools.side_env import offline_env  # noqa: E402
+from side_env import offline_env  # noqa: E402
 
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
 # beside the original image-reward package's own pins: what the official pipeline and the timing need
@@ -92,7 +92,7 @@ def official_code(path, work):
 
 def run_official(a, s, paths):
     """The official pipeline in its side environment -> its rows."""
-    from tools.make_imagereward_golden import make_venv, offline_hf_cache
+    from make_imagereward_golden import make_venv, offline_hf_cache
     py = os.path.join(a.official_venv, "bin", "python")
     if not os.path.exists(py):
         py = make_venv(a.official_venv, *OFFICIAL_PINS)

@@ -12,11 +12,11 @@ import sys
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "support")]  # the stand-in weights
 
 from oracle import ImageRewardOracle  # noqa: E402
 from oracle.checkpoint import DTYPES, image_reward_from_state_dict  # noqa: E402
-from tools.imagereward_standin import GOLDEN_PROMPTS, golden_images, standin_state_dict  # noqa: E402
+from imagereward_standin import GOLDEN_PROMPTS, golden_images, standin_state_dict  # noqa: E402
 
 DATA = os.path.join(ROOT, "tests", "data", "imagereward")
 

@@ -22,10 +22,9 @@ import sys
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-from tools.clip_standin import HF_VIT_L14  # noqa: E402  (SD1.5's text encoder is CLIP ViT-L/14's text tower)
-from tools.imagereward_standin import standin_state_dict  # noqa: E402
+sys.path[:0] = [p for p in (REPO, os.path.join(REPO, "tests", "support")) if p not in sys.path]
+from clip_standin import HF_VIT_L14  # noqa: E402  (SD1.5's text encoder is CLIP ViT-L/14's text tower)
+from imagereward_standin import standin_state_dict  # noqa: E402
 
 LORA_RANK = 64
 SEED = 0

@@ -22,10 +22,10 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "tests", "support")]  # the original ImageReward
 sys.path.insert(0, HERE)
 from pipeline_timing import Clock, MemoryPeak, tau_for  # noqa: E402
-from tools.make_imagereward_golden import original_image_reward  # noqa: E402
+from make_imagereward_golden import original_image_reward  # noqa: E402
 
 
 def load_official(folder):

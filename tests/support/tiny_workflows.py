@@ -96,6 +96,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:0] = [here, os.path.dirname(here)]
     sys.exit(main(sys.argv[1:]))
