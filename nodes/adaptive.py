@@ -1,18 +1,13 @@
 """All-in-one adaptive sampler: student -> oracle gate -> teacher, for simple graphs.
-It calls the same functions, and borrows the same input specs, as the separate nodes."""
+It calls the same functions, and takes the same input specs (nodes/inputs.py), as the separate nodes."""
 from ..schedulers.record import SampleRecord
-from .comfy_glue import check_model_fits, latent_format_name
-from .common import CATEGORY, ORACLE_TYPE, SEED, inputs_named
-from .gate import OracleGate, calibration_signature, gate
-from .student import ConsistencySampler, student_sample
+from .model_checks import check_model_fits, latent_format_name
+from . import inputs
+from .common import CATEGORY, ORACLE_TYPE, inputs_named
+from .gate import calibration_choices, calibration_signature, gate
 from .improvers import images_of, report
-from .teacher import Improve, improve
-
-
-def borrowed(node, renames):
-    """Input specs of another node, under this node's names: {new name: that node's spec}."""
-    spec = node.INPUT_TYPES()["required"]
-    return {new: spec[old] for new, old in renames.items()}
+from .student import student_sample
+from .teacher import improve
 
 
 class AdaptiveSampler:
@@ -38,12 +33,30 @@ class AdaptiveSampler:
             "vae": ("VAE", {"tooltip": "Decodes samples for the oracle and the output."}),
             "oracle": (ORACLE_TYPE, {"tooltip": "From Load Oracle (or Ensemble Oracles)."}),
             "prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "The prompt, for the oracle."}),
-            "seed": SEED,
-            **borrowed(ConsistencySampler, {"student_steps": "steps", "student_cfg": "cfg", "schedule": "schedule"}),
-            **borrowed(OracleGate, {k: k for k in ("threshold_mode", "tau", "k", "calibration", "budget")}),
-            **borrowed(Improve, {"strategy": "strategy", "rollback_mode": "rollback_mode", "rollback": "rollback",
-                                 "teacher_steps": "steps", "sampler_name": "sampler_name",
-                                 "scheduler": "scheduler", "teacher_cfg": "cfg"}),
+            "seed": inputs.seed("Noise seed of the student, the rollback and the teacher's sampler (each its own "
+                                "stream per sample)."),
+            "student_steps": inputs.student_steps("Student steps S (the paper: 4 for LCM-SDXL, 5 for SD1.5 "
+                                                  "students, 2 for SDXL-Turbo)."),
+            "student_cfg": inputs.student_cfg("The student's classifier-free guidance (1.0: one pass per step)."),
+            "schedule": inputs.schedule("lcm: LCM timesteps and the consistency boundary condition. turbo: "
+                                        "'trailing' timesteps for SDXL-Turbo / ADD students."),
+            "threshold_mode": inputs.threshold_mode("tau: tau as given. percentile: the k-th percentile of the "
+                                                    "calibration. budget: the largest calibrated k whose "
+                                                    "S + k/100*R fits the budget."),
+            "tau": inputs.tau("Score threshold (threshold_mode tau): samples under it go to the teacher."),
+            "k": inputs.k("Percentile (threshold_mode percentile): about k% of samples go to the teacher."),
+            "calibration": (calibration_choices(), {"tooltip": "A calibration of this student (Calibrate node), for "
+                                                               "percentile and budget modes."}),
+            "budget": inputs.budget("Average steps per sample (threshold_mode budget)."),
+            "strategy": inputs.strategy("refine: rollback + teacher steps from the student sample. regenerate: the "
+                                        "teacher from the same noise."),
+            "rollback_mode": inputs.rollback_mode("strength: like KSampler denoise. vp: x = sqrt(1-s) x0 + "
+                                                  "sqrt(s) z (Algorithm 1)."),
+            "rollback": inputs.rollback("How far refine goes back towards noise."),
+            "teacher_steps": inputs.teacher_steps("Teacher steps R per improved sample."),
+            "sampler_name": inputs.sampler_name("The teacher's sampler (any ComfyUI sampler)."),
+            "scheduler": inputs.scheduler("The teacher's scheduler (any ComfyUI scheduler)."),
+            "teacher_cfg": inputs.teacher_cfg("The teacher's classifier-free guidance."),
         }}
 
     IS_CHANGED = classmethod(calibration_signature)

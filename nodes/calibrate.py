@@ -13,15 +13,16 @@ from ..oracle.calibration import (DEFAULT_KS, ShardRefused, calibration_data, me
 from ..oracle.histogram import render_histogram
 from ..schedulers.errors import InputError, require_file_stem
 from ..schedulers.record import records_of
-from ..schedulers.routing import ROUTE_MODES, prompts_of_students
-from .comfy_glue import check_interrupt
-from .common import CATEGORY, ORACLE_TYPE, SEED, file_signature, inputs_named
+from ..schedulers.routing import ROUTE_MODES, STUDENT_SLOTS, prompts_of_students
+from .sampling import check_interrupt
+from .common import CATEGORY, ORACLE_TYPE, file_signature, inputs_named
 from .gate import (CALIBRATION_FOLDER, NO_CALIBRATION, calibration_choices, calibration_signature, load_calibration,
                    oracle_label)
 from .prompts import NO_FILE, PROMPTS_FOLDER, encode_prompts, prompt_list
-from .routing import CENTROIDS_FOLDER, SLOTS, route as route_prompts
+from .routing import CENTROIDS_FOLDER, route as route_prompts
 from .routing import NO_FILE as NO_CENTROIDS
-from .student import ConsistencySampler, student_sample
+from . import inputs
+from .student import student_sample
 
 SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's prompts/ folder
 TOO_FEW = "give at least 2 prompts, one per line (hundreds for a stable tau; the paper uses 500 held-out captions)"
@@ -71,7 +72,6 @@ class CalibrateThreshold:
 
     @classmethod
     def INPUT_TYPES(cls):
-        student = ConsistencySampler.INPUT_TYPES()["required"]  # the same settings as the gate's student
         files = [NO_FILE] + folder_paths.get_filename_list(PROMPTS_FOLDER)
         return {"required": {
             "model": ("MODEL", {"tooltip": "The student, exactly as the gate's graph uses it."}),
@@ -88,15 +88,19 @@ class CalibrateThreshold:
             "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Shared negative prompt."}),
             "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Image width."}),
             "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Image height."}),
-            **{name: student[name] for name in ("steps", "cfg", "schedule")},
-            "seed": SEED,
+            "steps": inputs.student_steps("The student's steps, as the gate's student runs them."),
+            "cfg": inputs.student_cfg("The student's classifier-free guidance, as the gate's student uses it."),
+            "schedule": inputs.schedule("The student's schedule (lcm or turbo), as the gate's student uses it."),
+            "seed": inputs.seed("Noise seed: the sample of prompt i uses batch index i of it, so shards and routed "
+                                "shares draw the samples one run would."),
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Prompts per student batch."}),
             "filename": ("STRING", {"default": "my_student",
                                     "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if a "
                                                "calibration of that name exists (the pack's presets too), as "
                                                "<filename>_2.json (never overwritten)."}),
         }, "optional": {
-            **ConsistencySampler.INPUT_TYPES()["optional"],
+            "w": inputs.w("Guidance-embedded students: the w to calibrate at, one value or a list cycled over the "
+                          "prompts (calibrate at the w you gate). Empty: the student's default w."),
             "first_prompt": ("INT", {"default": 0, "min": 0, "max": 100000,
                                      "tooltip": "Start at this prompt of the list (0 = the first): one shard of a "
                                                 "calibration split over runs or machines. Each prompt keeps its seed "
@@ -104,7 +108,7 @@ class CalibrateThreshold:
             **{f"student_{i}": ("MODEL", {"tooltip": f"Routed students: student {i}, calibrated into "
                                                      f"<filename>_student{i}.json (the first model then goes to "
                                                      "<filename>_student1.json), on the prompts route sends it."})
-               for i in (2, 3, 4)},
+               for i in range(2, STUDENT_SLOTS + 1)},
             "route": (["every prompt"] + [m for m in ROUTE_MODES if m != "best_of"],
                       {"default": "every prompt",
                        "tooltip": "Several students: calibrate each on the prompts the Route Prompts to Students "
@@ -114,7 +118,7 @@ class CalibrateThreshold:
             "rules": ("STRING", {"multiline": True, "default": "",
                                  "tooltip": "route embedding / keywords: the router's rules, copied from Route "
                                             "Prompts to Students."}),
-            "default_student": ("INT", {"default": 1, "min": 1, "max": SLOTS,
+            "default_student": ("INT", {"default": 1, "min": 1, "max": STUDENT_SLOTS,
                                         "tooltip": "route keywords: the router's default_student."}),
             "centroids": ([NO_CENTROIDS] + folder_paths.get_filename_list(CENTROIDS_FOLDER),
                           {"tooltip": "route centroids: the router's centroid file."}),
@@ -137,7 +141,7 @@ class CalibrateThreshold:
         if max_prompts == 1:
             raise InputError("max_prompts", "1 prompt has no percentiles", "use 0 (every prompt) or at least 2")
         texts = texts[:max_prompts] if max_prompts else texts
-        students = [(1, model)] + [(i, more_students[f"student_{i}"]) for i in range(2, 5)
+        students = [(1, model)] + [(i, more_students[f"student_{i}"]) for i in range(2, STUDENT_SLOTS + 1)
                                    if more_students.get(f"student_{i}")]
         shares = routed_shares(route, texts, [n for n, _ in students], clip, rules, default_student, centroids)
         images, lines = [], []

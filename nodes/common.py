@@ -15,9 +15,6 @@ PREFIX = "StudentTeacher"
 GATE_TYPE = "ST_GATE"
 ORACLE_TYPE = "IR_ORACLE"
 
-SEED = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                "tooltip": "Noise seed. A sample's noise depends only on this seed and its batch index."})
-
 
 @contextlib.contextmanager
 def inputs_named(names):

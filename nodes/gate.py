@@ -9,11 +9,14 @@ import folder_paths
 from ..oracle.calibration import CalibrationError, check_made_by, read_calibration
 from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
-from ..schedulers.gating import THRESHOLD_MODES, GateDecision, decide, keep_better, resolve_threshold
+from ..schedulers.gating import (GateDecision, calibration_mismatch, calibration_of, decide,
+                                 keep_better, resolve_threshold, rows_to_score, sample_prompts)
 from ..schedulers.record import (DECODER_KEY, EARLIER_KEY, bare_records, decoded_rows, records_of, rows_of,
-                                 stage_steps, student_labels, with_records)
-from ..schedulers.routing import calibration_student_problem
-from .comfy_glue import check_interrupt, check_vae_fits
+                                 stage_steps, student_labels, student_name, with_records)
+from ..schedulers.routing import STUDENT_SLOTS, calibration_student_problem
+from .model_checks import check_vae_fits
+from .sampling import check_interrupt
+from . import inputs
 from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
 from .preview import save_previews
 
@@ -59,40 +62,8 @@ def check_calibration_oracle(meta, name, input_name, oracle):
 
 def calibration_signature(node_class, calibration=NO_CALIBRATION, **inputs):
     """IS_CHANGED of the nodes with calibration inputs: a file recalibrated under the same name re-runs them."""
-    names = [calibration] + [inputs.get(f"calibration_{i}", NO_CALIBRATION) for i in range(2, 5)]
+    names = [calibration] + [inputs.get(f"calibration_{i}", NO_CALIBRATION) for i in range(2, STUDENT_SLOTS + 1)]
     return "/".join(file_signature(CALIBRATION_FOLDER, n) if n != NO_CALIBRATION else "" for n in names)
-
-
-def calibration_mismatch(meta, records):
-    """Calibrating with other steps, cfg, schedule or guidance w than the gate's student makes tau
-    meaningless (the official code calibrated its LCM-SDXL at guidance 0 and sampled at 8)."""
-    student = records[0].last("student")
-    settings = student.settings if student is not None else {}
-    notes = [f"warning: the calibration used {key} = {meta[key]} but the student ran with {key} = {settings[key]}; "
-             "recalibrate with the gate's settings"
-             for key in ("steps", "cfg", "schedule") if key in meta and key in settings and meta[key] != settings[key]]
-    if "w" in meta:
-        calibrated, used = sorted(meta["w"] or []), sorted({r.w for r in records if r.w is not None})
-        if calibrated != used:
-            notes.append(f"warning: the calibration was made at w = {calibrated or 'none'} but the samples used "
-                         f"w = {used or 'none'}; recalibrate at the w you gate")
-    return notes
-
-
-def sample_prompts(prompt, records):
-    """The text each sample is scored against: the widget when it is filled in (an override), else
-    each sample's own prompt from its record (Encode Prompt List puts it there)."""
-    if prompt.strip():
-        return [prompt] * len(records)
-    if any(r.prompt is None for r in records):
-        raise InputError("prompt", "the gate has no prompt to score against", "type the prompt, or encode it with "
-                         "Encode Prompt List (the gate then finds each sample's text itself)")
-    return [r.prompt for r in records]
-
-
-def student_number(label):
-    """'student 3' -> 3; a sample from the plain student sampler belongs to student 1."""
-    return int(label.split()[-1]) if label and label.split()[-1].isdigit() else 1
 
 
 def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
@@ -105,30 +76,25 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
     records = records or bare_records(batch_indices(latent))
     calibrations = [calibration] + list(student_calibrations)
     thresholds = {}
-    for label in student_labels(records):
-        mine = [r for r in records if r.student == label]
-        number = student_number(label)
-        if number > len(calibrations):
-            raise InputError(f"calibration_{number}", f"the samples come from {label}, and the gate has no "
-                             "calibration input for it", "use at most 4 students")
-        name = calibrations[number - 1] if threshold_mode != "tau" or number == 1 else NO_CALIBRATION
+    for student in student_labels(records):
+        mine = [r for r in records if r.student == student]
+        input_name, name = calibration_of(student, threshold_mode, calibrations, NO_CALIBRATION)
         steps = int(student_steps) or stage_steps(mine, "student") or 0
         if threshold_mode == "budget" and not steps:
             raise InputError("student_steps", "budget mode needs the student's step count and the latent does not "
                              "say it", "set student_steps")
-        input_name = "calibration" if number == 1 else f"calibration_{number}"
         taus, meta = load_calibration(name, input_name)
         if taus is not None and threshold_mode != "tau":
             check_calibration_oracle(meta, name, input_name, oracle)
-            problem = calibration_student_problem(meta, label)
-            if problem and label is not None:
-                raise InputError(input_name, f"{name} {problem}", f"choose {label}'s calibration here")
+            problem = calibration_student_problem(meta, student)
+            if problem and student is not None:
+                raise InputError(input_name, f"{name} {problem}", f"choose {student_name(student)}'s calibration here")
             if problem:
                 notes.append(f"warning: {name} {problem}")
-        if taus is None and threshold_mode != "tau" and number > 1:
-            raise InputError(f"calibration_{number}", f"{label} has no calibration",
-                             f"choose {label}'s calibration file (each student scores differently)")
-        thresholds[label] = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=name, budget=budget,
+        if taus is None and threshold_mode != "tau" and input_name != "calibration":
+            raise InputError(input_name, f"{student_name(student)} has no calibration",
+                             f"choose {student_name(student)}'s calibration file (each student scores differently)")
+        thresholds[student] = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=name, budget=budget,
                                               student_steps=steps or 1, teacher_steps=teacher_steps)
         notes += calibration_mismatch(meta, mine)
     texts = sample_prompts(prompt, records)
@@ -158,7 +124,7 @@ def score_changed(latent, records, vae, oracle, texts, keep_better_on=False):
         for i, image in zip(missing, vae.decode(samples[missing])):
             images[i] = image
     check_interrupt()
-    fresh = [i for i, r in enumerate(records) if not r.scored_by(me, texts[i])]
+    fresh = rows_to_score(records, me, texts)
     new = oracle.score(torch.stack([images[i] for i in fresh]), [texts[i] for i in fresh]).tolist() if fresh else []
     scores = [records[i].score for i in range(len(records))]
     for i, score in zip(fresh, new):
@@ -219,24 +185,20 @@ class OracleGate:
                                              "agreement). Leave empty when the prompts come from Encode Prompt "
                                              "List: each sample is then scored against its own prompt. Filled in, "
                                              "it is used for every sample."}),
-            "threshold_mode": (list(THRESHOLD_MODES), {"default": "tau",
-                                                       "tooltip": "tau: use tau as given (0 = ImageReward's average "
-                                                                  "generated image). percentile: tau = the k-th "
-                                                                  "percentile from the calibration file. budget: the "
-                                                                  "largest calibrated k whose average cost "
-                                                                  "S + k/100*R fits the budget."}),
-            "tau": ("FLOAT", {"default": 0.0, "min": -100.0, "max": 100.0, "step": 0.01,
-                              "tooltip": "Score threshold (threshold_mode tau): samples scoring below it go to "
-                                         "the teacher. On the oracle's scale: ImageReward ~ -2..2, PickScore "
-                                         "~ 18..23, HPSv2 ~ 0.2..0.3, CLIP score ~ 20..35, ensemble ~ -2..2."}),
-            "k": ("INT", {"default": 50, "min": 0, "max": 100, "step": 1,
-                          "tooltip": "Percentile (threshold_mode percentile): about k% of samples go to the "
-                                     "teacher. 0 keeps all, 100 improves all."}),
+            "threshold_mode": inputs.threshold_mode("tau: use tau as given (0 = ImageReward's average "
+                                                    "generated image). percentile: tau = the k-th "
+                                                    "percentile from the calibration file. budget: the "
+                                                    "largest calibrated k whose average cost "
+                                                    "S + k/100*R fits the budget."),
+            "tau": inputs.tau("Score threshold (threshold_mode tau): samples scoring below it go to "
+                              "the teacher. On the oracle's scale: ImageReward ~ -2..2, PickScore "
+                              "~ 18..23, HPSv2 ~ 0.2..0.3, CLIP score ~ 20..35, ensemble ~ -2..2."),
+            "k": inputs.k("Percentile (threshold_mode percentile): about k% of samples go to the "
+                          "teacher. 0 keeps all, 100 improves all."),
             "calibration": (calibration_choices(), {"tooltip": "Calibration JSON ({\"10\": tau, ...}) from "
                                                                "models/image_reward/calibration or the pack's "
                                                                "presets; made by the Calibrate node."}),
-            "budget": ("FLOAT", {"default": 10.0, "min": 1.0, "max": 1000.0, "step": 0.5,
-                                 "tooltip": "Average steps per sample (threshold_mode budget)."}),
+            "budget": inputs.budget("Average steps per sample (threshold_mode budget)."),
             "student_steps": ("INT", {"default": 0, "min": 0, "max": 50,
                                       "tooltip": "S for budgets and reports; 0 reads it from the Consistency "
                                                  "Student Sampler's latent."}),
@@ -251,14 +213,15 @@ class OracleGate:
             **{f"calibration_{i}": (calibration_choices(), {"tooltip": f"Routed students: student {i}'s own calibration "
                                                                     "(students score differently, one tau for all "
                                                                     "would be wrong); percentile and budget modes."})
-               for i in range(2, 5)},
+               for i in range(2, STUDENT_SLOTS + 1)},
         }}
 
     IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget, student_steps,
             teacher_steps, keep_better=False, **student_calibrations):
-        per_student = [student_calibrations.get(f"calibration_{i}", NO_CALIBRATION) for i in range(2, 5)]
+        per_student = [student_calibrations.get(f"calibration_{i}", NO_CALIBRATION)
+                       for i in range(2, STUDENT_SLOTS + 1)]
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                         student_steps, teacher_steps, per_student, keep_better)
         captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}" + (f" w {r.w:g}" if r.w is not None else "")

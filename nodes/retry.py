@@ -6,10 +6,12 @@ from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError
 from ..schedulers.noise import RETRY_NUMBERS, retry_round
 from ..schedulers.record import Stage, records_of
-from .comfy_glue import check_model_fits, subset_conditioning
+from .conditioning import subset_conditioning
+from .model_checks import check_model_fits
 from .common import CATEGORY, GATE_TYPE, inputs_named
 from .improvers import images_of, put_back, report, rows_to_improve, source_rows, warn_one_prompt
-from .student import ConsistencySampler, student_sample
+from . import inputs
+from .student import student_sample
 
 
 def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, decision=None,
@@ -58,12 +60,19 @@ class StudentRetry:
 
     @classmethod
     def INPUT_TYPES(cls):
-        student = ConsistencySampler.INPUT_TYPES()
         return {"required": {
-            **{k: student["required"][k] for k in ("model", "positive", "negative")},
+            "model": ("MODEL", {"tooltip": "The student that draws the rejected samples again: the same one, the "
+                                           "same with another w, or another consistency student."}),
+            "positive": ("CONDITIONING", {"tooltip": "The retry's prompt conditioning (a prompt list: each sample "
+                                                     "keeps its own row)."}),
+            "negative": ("CONDITIONING", {"tooltip": "What to avoid; unused when cfg is 1."}),
             "latent": ("LATENT", {"tooltip": "The gated samples (the Oracle Gate's latent output)."}),
             "gate": (GATE_TYPE, {"tooltip": "The Oracle Gate's decision: its rejected samples are drawn again."}),
-            **{k: student["required"][k] for k in ("seed", "steps", "cfg", "schedule")},
+            "seed": inputs.seed("With the retry number and the sample's batch index, which fresh noise the retry "
+                                "draws (never the student's first noise)."),
+            "steps": inputs.student_steps("The retry's student steps (its cost per retried sample)."),
+            "cfg": inputs.student_cfg("The retry's classifier-free guidance (1.0: one model pass per step)."),
+            "schedule": inputs.schedule("lcm or turbo, as for the Consistency Student Sampler."),
             "retry": ("INT", {"default": 1, "min": 1, "max": 100,
                               "tooltip": "Which retry this is: each number draws other fresh noise. A second "
                                          "Student Retry in a chain draws fresh noise at any number (the samples "
@@ -72,8 +81,9 @@ class StudentRetry:
         }, "optional": {
             "source_latent": ("LATENT", {"tooltip": "Editing only: the encoded image the student started from "
                                                     "(text-to-image retries start from noise)."}),
-            "denoise": student["required"]["denoise"],
-            "w": student["optional"]["w"],
+            "denoise": inputs.denoise("Editing only, with source_latent: the SDEdit strength the student used."),
+            "w": inputs.w("Guidance-embedded students: the w to embed, one value or a list cycled over the batch. "
+                          "Empty: each sample keeps the w it was made with."),
         }}
 
     def run(self, model, positive, negative, latent, gate, seed, steps, cfg, schedule, retry, vae,

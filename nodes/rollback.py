@@ -2,9 +2,11 @@
 from ..schedulers.batching import batch_indices
 from ..schedulers.record import bare_records, records_of
 from ..schedulers.rollback import rollback_sigmas
-from .comfy_glue import check_model_fits, ksampler_schedule, noised_latent, rollback_noise
+from .model_checks import check_model_fits
+from .noise import noised_latent, rollback_noise
+from .sampling import ksampler_schedule
+from . import inputs
 from .common import CATEGORY
-from .teacher import Improve
 
 
 def add_rollback_noise(model, latent, mode, value, steps, sampler_name, scheduler, seed):
@@ -32,12 +34,17 @@ class RollbackNoise:
 
     @classmethod
     def INPUT_TYPES(cls):
-        teacher = Improve.INPUT_TYPES()["required"]
         return {"required": {
             "latent": ("LATENT", {"tooltip": "The student's samples."}),
             "model": ("MODEL", {"tooltip": "The teacher, whose noise schedule the sigmas follow."}),
-            **{name: teacher[name] for name in ("rollback_mode", "rollback", "steps", "sampler_name", "scheduler",
-                                                "seed")},
+            "rollback_mode": inputs.rollback_mode("strength: fraction of the timestep axis, like KSampler denoise. "
+                                                  "vp: x = sqrt(1-s) x0 + sqrt(s) z (Algorithm 1)."),
+            "rollback": inputs.rollback("How far back towards noise the samples go (as Teacher Improve's refine)."),
+            "steps": inputs.teacher_steps("The teacher steps SamplerCustom will run from the rollback level."),
+            "sampler_name": inputs.sampler_name("The sampler SamplerCustom will use (its schedule sets the sigmas)."),
+            "scheduler": inputs.scheduler("The scheduler whose sigmas the teacher follows from the rollback level."),
+            "seed": inputs.seed("With each sample's batch index, the rollback noise Z (a stream of its own, as "
+                                "Teacher Improve's)."),
         }}
 
     def run(self, latent, model, rollback_mode, rollback, steps, sampler_name, scheduler, seed):

@@ -9,22 +9,19 @@ import folder_paths
 
 from ..schedulers.batching import batch_indices, put_rows, take_rows
 from ..schedulers.errors import InputError
-from ..schedulers.record import Stage, records_of, with_records
-from ..schedulers.routing import (ROUTE_MODES, best_of, keyword_student, nearest_centroid, nearest_student,
-                                  read_centroids, student_lines)
-from .comfy_glue import check_interrupt, latent_format_name, subset_conditioning
+from ..schedulers.record import Stage, records_of, student_name, with_records
+from ..schedulers.routing import (ROUTE_MODES, STUDENT_SLOTS, best_of, keyword_student, nearest_centroid,
+                                  nearest_student, read_centroids, student_lines)
+from .conditioning import subset_conditioning
+from .model_checks import latent_format_name
+from .sampling import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
 from .prompts import prompt_embeddings, prompts_of
-from .student import ConsistencySampler, student_sample
+from . import inputs
+from .student import student_sample
 
 CENTROIDS_FOLDER = "student_teacher_routing"
 NO_FILE = "none"
-SLOTS = 4
-
-
-def student_label(s: int) -> str:
-    return f"student {s + 1}"
-
 
 def route(mode, prompts, students, clip=None, rules="", default_student=1, centroids=NO_FILE):
     """The student (0-based) of each prompt, for the modes that decide before sampling."""
@@ -72,7 +69,7 @@ def sample_students(models, assignment, positive, negative, latent, settings, na
             samples = out["samples"].new_zeros((n,) + out["samples"].shape[1:])
         samples = put_rows(samples, rows, out["samples"])
         for i, r in zip(rows, records_of(out)):
-            records[i] = dataclasses.replace(r, student=student_label(s))
+            records[i] = dataclasses.replace(r, student=s + 1)
         check_interrupt()
     return with_records({**latent, "samples": samples}, records)
 
@@ -94,8 +91,8 @@ def best_of_students(models, positive, negative, latent, settings, vae, oracle):
         samples[i] = outs[s]["samples"][i]
         others = sum(records[t][i].cost for t in range(len(models)) if t != s)
         stage = Stage("best_of", steps=others, score=float(scores[s, i]),
-                      settings={student_label(t): round(float(scores[t, i]), 4) for t in range(len(models))})
-        merged.append(dataclasses.replace(records[s][i], student=student_label(s)).then(stage))
+                      settings={student_name(t + 1): round(float(scores[t, i]), 4) for t in range(len(models))})
+        merged.append(dataclasses.replace(records[s][i], student=s + 1).then(stage))
     return with_records({**latent, "samples": samples}, merged)
 
 
@@ -115,23 +112,30 @@ class RouteStudents:
 
     @classmethod
     def INPUT_TYPES(cls):
-        sampler = ConsistencySampler.INPUT_TYPES()
         students = {f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i}: a consistency student "
                                                "(LCM, LCM-LoRA, guidance-embedded, SDXL-Turbo)."}) for i in (1, 2)}
         return {"required": {
             **students,
             "positive": ("CONDITIONING", {"tooltip": "The prompt list, from Encode Prompt List (its texts are routed)."}),
-            **{k: sampler["required"][k] for k in ("negative", "latent_image", "seed", "steps", "cfg", "schedule")},
+            "negative": ("CONDITIONING", {"tooltip": "What to avoid, for every student; unused when cfg is 1."}),
+            "latent_image": ("LATENT", {"tooltip": "An Empty Latent Image with the prompt list's count as batch_size "
+                                                   "(text-to-image: each student samples from noise)."}),
+            "seed": inputs.seed("Noise seed: a sample's noise depends only on it and its batch index, whichever "
+                                "student draws it."),
+            "steps": inputs.student_steps("Steps of every student (best_of: each student runs them on every prompt)."),
+            "cfg": inputs.student_cfg("Classifier-free guidance of every student (1.0: one model pass per step)."),
+            "schedule": inputs.schedule("lcm or turbo, as for the Consistency Student Sampler, for every student."),
             "route": (list(ROUTE_MODES), {"default": "embedding",
                                           "tooltip": "embedding: the student with the nearest prototype prompt (the "
                                                      "CLIP's own embedding). keywords: the first student whose "
                                                      "regular expression matches, else default_student. centroids: "
                                                      "the nearest group of a centroid file. best_of: every student "
                                                      "samples, the oracle keeps the best."}),
-            "default_student": ("INT", {"default": 1, "min": 1, "max": SLOTS,
+            "default_student": ("INT", {"default": 1, "min": 1, "max": STUDENT_SLOTS,
                                         "tooltip": "keywords: the student of prompts no pattern matches."}),
         }, "optional": {
-            **{f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i} (optional)."}) for i in (3, 4)},
+            **{f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i} (optional)."})
+               for i in range(3, STUDENT_SLOTS + 1)},
             "clip": ("CLIP", {"tooltip": "embedding / centroids: the text encoder whose embeddings are compared."}),
             "rules": ("STRING", {"multiline": True, "default": "",
                                  "tooltip": "One entry a line as '<student>: <text>'. route embedding: prompts each "
@@ -151,9 +155,9 @@ class RouteStudents:
     def connected(self, inputs):
         """The connected student inputs, numbered without gaps (rules, default_student and a centroid
         file's groups count students 1, 2, ...)."""
-        slots = [f"student_{i}" for i in range(1, SLOTS + 1) if f"student_{i}" in inputs]
+        slots = [f"student_{i}" for i in range(1, STUDENT_SLOTS + 1) if f"student_{i}" in inputs]
         if slots and slots[-1] != f"student_{len(slots)}":
-            gap = next(f"student_{i}" for i in range(1, SLOTS + 1) if f"student_{i}" not in slots)
+            gap = next(f"student_{i}" for i in range(1, STUDENT_SLOTS + 1) if f"student_{i}" not in slots)
             raise InputError(gap, f"is not connected but {slots[-1]} is", f"connect the students from student_1 "
                              f"on without a gap (move {slots[-1]}'s model to {gap})")
         return slots
@@ -189,7 +193,7 @@ class RouteStudents:
             texts = prompts_of(positive, int(latent_image["samples"].shape[0]))
             assignment = route_from(route, texts, slots, dict(inputs, default_student=default_student))
             out = sample_students(models, assignment, positive, negative, latent_image, settings)
-        lines = [f"#{r.batch_index} -> {r.student}: {r.prompt}" for r in records_of(out)]
+        lines = [f"#{r.batch_index} -> {student_name(r.student)}: {r.prompt}" for r in records_of(out)]
         return {"ui": {"text": ["\n".join(lines)]}, "result": (out, "\n".join(lines))}
 
 

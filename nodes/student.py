@@ -6,14 +6,16 @@ from ..schedulers.consistency import lcm_timesteps, trailing_timesteps
 from ..schedulers.errors import InputError
 from ..schedulers.guidance import parse_w, w_per_sample
 from ..schedulers.record import SampleRecord, Stage, with_records
-from .comfy_glue import (check_model_fits, consistency_sampler, discrete_model_sampling, initial_noise,
-                         latent_format_name, retry_noise, sample_with_sigmas, sigmas_at_timesteps,
-                         with_consistency_sampling)
-from .common import CATEGORY, SEED, inputs_named
+from .consistency_sampling import consistency_sampler, sigmas_at_timesteps, with_consistency_sampling
+from .model_checks import check_model_fits, discrete_model_sampling, latent_format_name
+from .noise import initial_noise, retry_noise
+from .sampling import sample_with_sigmas
+from . import inputs
+from .common import CATEGORY, inputs_named
+from .inputs import SCHEDULES
 from .guidance import guidance_of, with_w
 from .prompts import prompts_of
 
-SCHEDULES = ("lcm", "turbo")
 
 
 def student_ws(model, w_text, index, recorded=None):
@@ -86,25 +88,20 @@ class ConsistencySampler:
             "negative": ("CONDITIONING", {"tooltip": "What to avoid; unused when cfg is 1."}),
             "latent_image": ("LATENT", {"tooltip": "An Empty Latent Image for text-to-image, or a VAE-encoded "
                                                    "image for editing (then lower denoise)."}),
-            "seed": SEED,
-            "steps": ("INT", {"default": 4, "min": 1, "max": 50,
-                              "tooltip": "Student steps (the paper: 4 for LCM-SDXL, 5 for SD1.5 students, "
-                                         "2 for SDXL-Turbo)."}),
-            "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "Classifier-free guidance. 1.0 runs one model pass per step; "
-                                         "LCM-LoRA works best at 1-2, SDXL-Turbo at 1."}),
-            "schedule": (list(SCHEDULES), {"default": "lcm",
-                                           "tooltip": "lcm: LCM timesteps on the 50-step distillation grid "
-                                                      "plus the consistency boundary condition. turbo: "
-                                                      "'trailing' timesteps for SDXL-Turbo / ADD students."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
-                                  "tooltip": "1.0 for text-to-image; lower for editing an encoded image "
-                                             "(SDEdit strength, e.g. 0.6)."}),
+            "seed": inputs.seed(),
+            "steps": inputs.student_steps("Student steps (the paper: 4 for LCM-SDXL, 5 for SD1.5 students, "
+                                          "2 for SDXL-Turbo)."),
+            "cfg": inputs.student_cfg("Classifier-free guidance. 1.0 runs one model pass per step; "
+                                      "LCM-LoRA works best at 1-2, SDXL-Turbo at 1."),
+            "schedule": inputs.schedule("lcm: LCM timesteps on the 50-step distillation grid "
+                                        "plus the consistency boundary condition. turbo: "
+                                        "'trailing' timesteps for SDXL-Turbo / ADD students."),
+            "denoise": inputs.denoise("1.0 for text-to-image; lower for editing an encoded image "
+                                      "(SDEdit strength, e.g. 0.6)."),
         }, "optional": {
-            "w": ("STRING", {"default": "",
-                             "tooltip": "Guidance-embedded students only: the guidance scale w each sample embeds, one "
-                                        "value or a list cycled over the batch (e.g. 3, 5, 7, 9 shows the quality/"
-                                        "diversity trade-off in one queue). Empty: the student's default w."}),
+            "w": inputs.w("Guidance-embedded students only: the guidance scale w each sample embeds, one "
+                          "value or a list cycled over the batch (e.g. 3, 5, 7, 9 shows the quality/"
+                          "diversity trade-off in one queue). Empty: the student's default w."),
         }}
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w=""):

@@ -1,17 +1,19 @@
 """Teacher improvement: refine (rollback + a few teacher steps) or regenerate the samples
 the gate rejected, as one sub-batch, and put them back in place (nodes/improvers.py)."""
-import comfy.samplers
 
 from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError, require_fraction
 from ..schedulers.record import Stage
-from ..schedulers.rollback import ROLLBACK_MODES, rollback_sigmas, strength_sigmas
-from .comfy_glue import (check_interrupt, check_model_fits, initial_noise, ksampler_schedule, per_sample_sampler,
-                         rollback_noise, sample_with_sigmas, subset_conditioning)
-from .common import CATEGORY, GATE_TYPE, SEED
+from ..schedulers.rollback import rollback_sigmas, strength_sigmas
+from .conditioning import subset_conditioning
+from .model_checks import check_model_fits
+from .noise import initial_noise, per_sample_sampler, rollback_noise
+from .sampling import check_interrupt, ksampler_schedule, sample_with_sigmas
+from . import inputs
+from .common import CATEGORY, GATE_TYPE
+from .inputs import STRATEGIES
 from .improvers import images_of, put_back, report, rows_to_improve, source_rows, warn_one_prompt
 
-STRATEGIES = ("refine", "regenerate")
 NEEDS_SOURCE = ("regenerate needs the latent the student started from",
                 "connect the Empty Latent Image (text-to-image) or the VAE-encoded source image (editing) "
                 "to source_latent")
@@ -86,27 +88,20 @@ class Improve:
             "negative": ("CONDITIONING", {"lazy": True, "tooltip": "The teacher's negative conditioning."}),
             "latent": ("LATENT", {"tooltip": "The samples: the Oracle Gate's latent output (with a gate, the gate's "
                                              "samples are the ones improved), or the student's."}),
-            "strategy": (list(STRATEGIES), {"default": "refine",
-                                            "tooltip": "refine: rollback + teacher steps from the student "
-                                                       "sample. regenerate: teacher from the source latent "
-                                                       "and the same noise (the paper's choice for editing)."}),
-            "rollback_mode": (list(ROLLBACK_MODES), {"default": "strength",
-                                                     "tooltip": "strength: fraction of the timestep axis, like "
-                                                                "KSampler denoise (the paper's code). vp: "
-                                                                "x = sqrt(1-s) x0 + sqrt(s) z (Algorithm 1)."}),
-            "rollback": ("FLOAT", {"default": 0.5, "min": 0.01, "max": 1.0, "step": 0.01,
-                                   "tooltip": "How far refine goes back towards noise (0.85 LCM-SDXL, 0.4 "
-                                              "SDXL-Turbo, 0.5 ControlNet in the paper)."}),
-            "steps": ("INT", {"default": 12, "min": 1, "max": 1000,
-                              "tooltip": "Teacher steps R actually run per improved sample."}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "uni_pc",
-                                                                 "tooltip": "Any ComfyUI sampler (the paper: "
-                                                                            "UniPC, DPM++ 2M)."}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "normal",
-                                                               "tooltip": "Any ComfyUI scheduler."}),
-            "cfg": ("FLOAT", {"default": 7.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "The teacher's classifier-free guidance."}),
-            "seed": SEED,
+            "strategy": inputs.strategy("refine: rollback + teacher steps from the student "
+                                        "sample. regenerate: teacher from the source latent "
+                                        "and the same noise (the paper's choice for editing)."),
+            "rollback_mode": inputs.rollback_mode("strength: fraction of the timestep axis, like "
+                                                  "KSampler denoise (the paper's code). vp: "
+                                                  "x = sqrt(1-s) x0 + sqrt(s) z (Algorithm 1)."),
+            "rollback": inputs.rollback("How far refine goes back towards noise (0.85 LCM-SDXL, 0.4 "
+                                        "SDXL-Turbo, 0.5 ControlNet in the paper)."),
+            "steps": inputs.teacher_steps("Teacher steps R actually run per improved sample."),
+            "sampler_name": inputs.sampler_name("Any ComfyUI sampler (the paper: "
+                                                "UniPC, DPM++ 2M)."),
+            "scheduler": inputs.scheduler("Any ComfyUI scheduler."),
+            "cfg": inputs.teacher_cfg("The teacher's classifier-free guidance."),
+            "seed": inputs.seed(),
             "vae": ("VAE", {"tooltip": "Decodes the improved samples (only those)."}),
         }, "optional": {
             "gate": (GATE_TYPE, {"tooltip": "The Oracle Gate's decision. Without it every sample is improved "

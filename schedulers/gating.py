@@ -11,7 +11,7 @@ import torch
 
 from .budget import average_steps, k_within_budget
 from .errors import InputError
-from .record import SampleRecord, Stage, per_student_lines, student_labels
+from .record import SampleRecord, Stage, per_student_lines, student_labels, student_name
 
 THRESHOLD_MODES = ("tau", "percentile", "budget")
 
@@ -93,10 +93,10 @@ class GateDecision:
         students = student_labels(self.records)
         out = [f"oracle: {self.oracle_name}"] if self.oracle_name else []
         for label, threshold in dict.fromkeys(zip([r.student for r in self.records], self.thresholds)):
-            out.append(f"{label}: {threshold.how}" if len(students) > 1 else threshold.how)
+            out.append(f"{student_name(label)}: {threshold.how}" if len(students) > 1 else threshold.how)
         for r in self.records:
             stage = r.last("gate")
-            tags = ", ".join(t for t in (r.student if len(students) > 1 else None,
+            tags = ", ".join(t for t in (student_name(r.student) if len(students) > 1 else None,
                                          f"w {r.w:g}" if r.w is not None else None) if t)
             tags = f" ({tags})" if tags else ""
             earlier = (f" (kept the earlier version: the new one scored {stage.settings['new_score']:+.4f})"
@@ -140,3 +140,50 @@ def keep_better(new: Sequence[float], earlier: Sequence[Optional[float]]) -> Lis
     """Which samples go back to their earlier version: those an improvement made score lower (a tie
     keeps the new one), so no stage can lower a sample's score."""
     return [e is not None and e > n for n, e in zip(new, earlier)]
+
+
+def calibration_of(student: Optional[int], threshold_mode: str, calibrations: Sequence[str],
+                   none: str = "none") -> Tuple[str, str]:
+    """(the gate input, the calibration file) that thresholds student `student`'s samples: `calibration` for
+    student 1 and the plain sampler's samples, `calibration_<n>` for routed student n. In tau mode only
+    `calibration` is read (for its warnings); the others are not needed."""
+    number = student or 1
+    if number > len(calibrations):
+        raise InputError(f"calibration_{number}", f"the samples come from student {number}, and the gate has no "
+                         "calibration input for it", f"use at most {len(calibrations)} students")
+    input_name = "calibration" if number == 1 else f"calibration_{number}"
+    return input_name, calibrations[number - 1] if threshold_mode != "tau" or number == 1 else none
+
+
+def rows_to_score(records: Sequence[SampleRecord], oracle: Optional[str], texts: Sequence[str]) -> List[int]:
+    """The samples a gate scores: those `oracle` has not scored against the same text since they last changed
+    (a gate after an improver scores only what the improver changed, unless the earlier score is another
+    oracle's or against another text)."""
+    return [i for i, r in enumerate(records) if not r.scored_by(oracle, texts[i])]
+
+
+def calibration_mismatch(meta, records):
+    """Calibrating with other steps, cfg, schedule or guidance w than the gate's student makes tau
+    meaningless (the official code calibrated its LCM-SDXL at guidance 0 and sampled at 8)."""
+    student = records[0].last("student")
+    settings = student.settings if student is not None else {}
+    notes = [f"warning: the calibration used {key} = {meta[key]} but the student ran with {key} = {settings[key]}; "
+             "recalibrate with the gate's settings"
+             for key in ("steps", "cfg", "schedule") if key in meta and key in settings and meta[key] != settings[key]]
+    if "w" in meta:
+        calibrated, used = sorted(meta["w"] or []), sorted({r.w for r in records if r.w is not None})
+        if calibrated != used:
+            notes.append(f"warning: the calibration was made at w = {calibrated or 'none'} but the samples used "
+                         f"w = {used or 'none'}; recalibrate at the w you gate")
+    return notes
+
+
+def sample_prompts(prompt, records):
+    """The text each sample is scored against: the widget when it is filled in (an override), else
+    each sample's own prompt from its record (Encode Prompt List puts it there)."""
+    if prompt.strip():
+        return [prompt] * len(records)
+    if any(r.prompt is None for r in records):
+        raise InputError("prompt", "the gate has no prompt to score against", "type the prompt, or encode it with "
+                         "Encode Prompt List (the gate then finds each sample's text itself)")
+    return [r.prompt for r in records]

@@ -44,7 +44,7 @@ class SampleRecord:
     seed: Optional[int] = None
     latent_format: Optional[str] = None   # the latent space ("SD15", "SDXL", ...) of the model that made it
     prompt: Optional[str] = None
-    student: Optional[str] = None
+    student: Optional[int] = None         # which routed student made it (1, 2, ...); None: the only one
     w: Optional[float] = None
     stages: Tuple[Stage, ...] = ()
 
@@ -193,7 +193,12 @@ def cost_line(records: Sequence[SampleRecord]) -> str:
     return f"average steps spent: {avg:g} per sample{note}"
 
 
-def student_labels(records: Sequence[SampleRecord]) -> List[str]:
+def student_name(student: Optional[int]) -> str:
+    """How reports and calibration files name a student: 'student 2' (the plain sampler's: 'student 1')."""
+    return f"student {student or 1}"
+
+
+def student_labels(records: Sequence[SampleRecord]) -> List[Optional[int]]:
     """The students that made these samples, in order of first appearance (None: one unnamed student)."""
     return list(dict.fromkeys(r.student for r in records))
 
@@ -206,5 +211,6 @@ def per_student_lines(records: Sequence[SampleRecord]) -> List[str]:
         kept = [r for r in mine if r.last("gate") is not None and r.last("gate").kept]
         gated = [r for r in mine if r.last("gate") is not None]
         acceptance = f"kept {len(kept)}/{len(gated)}, " if gated else ""
-        lines.append(f"{label or 'student'}: {len(mine)} samples, {acceptance}average steps {average_cost(mine):g}")
+        lines.append(f"{student_name(label) if label else 'student'}: {len(mine)} samples, {acceptance}average steps "
+                     f"{average_cost(mine):g}")
     return lines

@@ -18,6 +18,8 @@ import torch
 
 from .errors import InputError
 
+STUDENT_SLOTS = 4  # the students a router, a gate and a calibration take (inputs student_1 .. student_4)
+
 ROUTE_MODES = ("embedding", "keywords", "centroids", "best_of")
 CENTROIDS_FORMAT = "student_teacher_centroids"
 MATCH_SECONDS = 2.0  # all of one routing's keyword matching
@@ -86,12 +88,12 @@ def prompts_of_students(assignment: Sequence[int], students: int) -> List[List[i
     return [[i for i, a in enumerate(assignment) if a == s] for s in range(students)]
 
 
-def calibration_student_problem(meta: dict, student: Optional[str]) -> Optional[str]:
-    """What is wrong with gating `student`'s samples ('student 2'; None: the plain sampler's) with a
+def calibration_student_problem(meta: dict, student: Optional[int]) -> Optional[str]:
+    """What is wrong with gating student `student`'s samples (2; None: the plain sampler's) with a
     calibration made in a run of several students for another of them, else None. A file made for one
     student alone may serve any slot: the user calibrated that student by itself."""
     made_for, together = meta.get("student"), int(meta.get("students", 1) or 1)
-    wanted = student or "student 1"
+    wanted = f"student {student or 1}"  # as the Calibrate node names it in the file
     if together > 1 and made_for and made_for != wanted:
         return f"was calibrated for {made_for} (one of {together} routed students) but the samples come from {wanted}"
     return None

@@ -111,3 +111,41 @@ def test_every_per_sample_entry_of_the_extras_follows_its_sample():
     assert torch.equal(out["reference_latents"][0], inpaint[[2]]) and torch.equal(out["nested"]["x"], inpaint[[2]])
     assert out["shared"] is extras["shared"]  # batch 1 broadcasts
     assert out["area"] == (8, 8, 0, 0) and out["strength"] == 1.0  # a 4-tuple is no per-sample entry
+
+
+def test_each_students_calibration_comes_from_its_own_input():
+    from student_teacher.schedulers.gating import calibration_of
+    files = ["one.json", "two.json", "none", "none"]
+    assert calibration_of(None, "percentile", files) == ("calibration", "one.json")
+    assert calibration_of(2, "percentile", files) == ("calibration_2", "two.json")
+    assert calibration_of(2, "tau", files) == ("calibration_2", "none")  # tau mode reads student 1's only
+    assert calibration_of(1, "tau", files) == ("calibration", "one.json")
+    with pytest.raises(InputError, match="calibration_5: the samples come from student 5"):
+        calibration_of(5, "percentile", files)
+
+
+def test_a_chained_gate_scores_only_what_changed_since_its_oracle_scored_it():
+    from student_teacher.schedulers.gating import rows_to_score
+    from student_teacher.schedulers.record import SampleRecord, Stage
+    scored = Stage("gate", score=0.5, kept=False, settings={"oracle": "IR", "prompt": "a cat"})
+    records = [SampleRecord(0, stages=(Stage("student", 4), scored)),                       # unchanged
+               SampleRecord(1, stages=(Stage("student", 4), scored, Stage("teacher", 8))),  # improved since
+               SampleRecord(2, stages=(Stage("student", 4),))]                              # never scored
+    assert rows_to_score(records, "IR", ["a cat"] * 3) == [1, 2]
+    assert rows_to_score(records, "PickScore", ["a cat"] * 3) == [0, 1, 2]  # another oracle's scale
+    assert rows_to_score(records, "IR", ["a dog"] * 3) == [0, 1, 2]         # another question
+
+
+def test_calibration_settings_and_prompts_of_the_gate():
+    from student_teacher.schedulers.gating import calibration_mismatch, sample_prompts
+    from student_teacher.schedulers.record import SampleRecord, Stage
+    made = Stage("student", 4, settings={"steps": 4, "cfg": 1.0, "schedule": "lcm"})
+    records = [SampleRecord(0, prompt="a cat", w=3.0, stages=(made,)), SampleRecord(1, prompt="a dog", w=5.0,
+                                                                                   stages=(made,))]
+    assert calibration_mismatch({"steps": 4, "cfg": 1.0, "w": [3.0, 5.0]}, records) == []
+    notes = calibration_mismatch({"steps": 2, "w": [8.0]}, records)
+    assert len(notes) == 2 and "steps = 2" in notes[0] and "w = [8.0]" in notes[1]
+    assert sample_prompts("", records) == ["a cat", "a dog"]
+    assert sample_prompts("override", records) == ["override", "override"]
+    with pytest.raises(InputError, match="prompt: the gate has no prompt"):
+        sample_prompts(" ", [SampleRecord(0)])

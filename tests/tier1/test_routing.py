@@ -111,7 +111,7 @@ def test_best_of_picks_each_prompts_best_student():
 
 
 def test_each_sample_gets_its_students_threshold_and_cost():
-    records = [SampleRecord(b, student=f"student {1 + b % 2}", stages=(Stage("student", steps=4 if b % 2 else 2),))
+    records = [SampleRecord(b, student=1 + b % 2, stages=(Stage("student", steps=4 if b % 2 else 2),))
                for b in range(4)]
     t1, t2 = Threshold(0.5, 50, "tau 1"), Threshold(-0.5, 50, "tau 2")
     d = decide(torch.tensor([0.0, 0.0, 1.0, -1.0]), [t1, t2, t1, t2], records)
@@ -129,8 +129,8 @@ def test_each_student_is_calibrated_on_its_own_share_of_the_prompts():
     assert prompts_of_students([1, 0, 1, 2, 1], 3) == [[1], [0, 2, 4], [3]]
     assert prompts_of_students([0, 0], 2) == [[0, 1], []]
     routed = {"student": "student 2", "students": 3}
-    assert calibration_student_problem(routed, "student 2") is None
+    assert calibration_student_problem(routed, 2) is None
     assert "calibrated for student 2 (one of 3 routed students) but the samples come from student 1" in \
         calibration_student_problem(routed, None)
-    assert calibration_student_problem({"student": "student 1"}, "student 3") is None  # calibrated alone
-    assert calibration_student_problem({}, "student 2") is None  # an official file says nothing
+    assert calibration_student_problem({"student": "student 1"}, 3) is None  # calibrated alone
+    assert calibration_student_problem({}, 2) is None  # an official file says nothing

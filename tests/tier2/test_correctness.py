@@ -240,7 +240,7 @@ def test_a_student_given_another_familys_conditioning_is_refused(host):
 
 
 def test_a_vae_of_another_latent_size_is_refused(host):
-    glue = pack(host, "nodes.comfy_glue")
+    glue = pack(host, "nodes.model_checks")
 
     class VAE16:
         latent_channels = 16
@@ -306,7 +306,7 @@ def test_consistency_student_equals_diffusers_lcm_scheduler(host, prediction):
 def test_a_zsnr_schedule_is_kept(host):
     from comfy_extras.nodes_model_advanced import ModelSamplingDiscrete
     model, _, pos, neg = loaded(TINY_SD15)
-    glue = pack(host, "nodes.comfy_glue")
+    glue = pack(host, "nodes.consistency_sampling")
     zsnr = ModelSamplingDiscrete().patch(model, "v_prediction", True)[0]
     kept = glue.with_consistency_sampling(zsnr).get_model_object("model_sampling")
     assert torch.equal(kept.sigmas, zsnr.get_model_object("model_sampling").sigmas) and float(kept.sigma_max) > 1000

@@ -140,7 +140,7 @@ def test_keep_better_restores_the_earlier_versions_w(host):
 def test_a_second_refine_of_a_sample_draws_other_noise_than_the_first(host):
     model, pos, neg, vae, student = setup(host, n=2)
     gate, improve = pack(host, "nodes.gate").gate, pack(host, "nodes.teacher").improve
-    glue, record = pack(host, "nodes.comfy_glue"), pack(host, "schedulers.record")
+    glue, record = pack(host, "nodes.noise"), pack(host, "schedulers.record")
     first = gate(student, vae, Brightness(), "a red cube", tau=100.0)
     once, _ = improve(model, pos, neg, first.latent, "refine", "strength", 0.5, 2, "euler", "normal", 1.0, 0, vae,
                       first)

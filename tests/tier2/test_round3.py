@@ -82,7 +82,7 @@ def test_inpaint_conditioning_follows_its_samples(host):
     masks = masks_per_sample(3)
     pos, _neg, _latent = nodes.InpaintModelConditioning().encode(text(clip, "a cat"), text(clip, ""), pixels, vae,
                                                                   masks, True)
-    [(_, extra)] = pack(host, "nodes.comfy_glue").subset_conditioning(pos, [2], 3)
+    [(_, extra)] = pack(host, "nodes.conditioning").subset_conditioning(pos, [2], 3)
     [(_, whole)] = pos
     assert torch.equal(extra["concat_latent_image"], whole["concat_latent_image"][[2]])
     assert torch.equal(extra["concat_mask"], whole["concat_mask"][[2]])

@@ -1,0 +1,60 @@
+"""What a ComfyUI MODEL is and whether it can run on these inputs: its latent family, its prediction,
+and the checks that refuse a wrong pairing before sampling, in the pack's words."""
+import comfy.model_sampling as MS
+
+from ..schedulers.errors import InputError
+
+
+def discrete_model_sampling(model, schedule: str):
+    """The model's ModelSamplingDiscrete, or an error: consistency timesteps index a 1000-step
+    discrete schedule."""
+    ms = model.get_model_object("model_sampling")
+    if not isinstance(ms, MS.ModelSamplingDiscrete) or isinstance(ms, (MS.ModelSamplingDiscreteEDM,
+                                                                       MS.StableCascadeSampling)):
+        raise InputError("model", f"schedule {schedule} needs a discrete-time (SD1.5/SDXL-family) student, "
+                         f"this model samples with {type(ms).__name__}", "use an SD1.5 or SDXL consistency student")
+    return ms
+
+
+def prediction_name(model_sampling) -> str:
+    """What a ModelSampling predicts (EPS, V_PREDICTION, X0, ...), whatever class patched it in."""
+    return next((c.__name__ for c in type(model_sampling).__mro__
+                 if c.__module__ == MS.__name__ and not c.__name__.startswith("ModelSampling")), "unknown")
+
+
+def latent_format_name(model) -> str:
+    return type(model.model.latent_format).__name__
+
+
+def check_model_fits(model, model_input: str, samples=None, latent_input: str = "latent", records=None,
+                     conditioning=None):
+    """Refuse, before sampling, a model that cannot run on these inputs (ComfyUI would fail deep in
+    the UNet with 'mat1 and mat2 shapes cannot be multiplied'): a latent with the wrong number of
+    channels or made in another model family's latent space, or conditioning of another width."""
+    family = latent_format_name(model)
+    channels = model.model.latent_format.latent_channels
+    if samples is not None and samples.ndim >= 2 and samples.shape[1] != channels and samples.any():
+        raise InputError(latent_input, f"has {samples.shape[1]} channels, {model_input} ({family}) works in "
+                         f"{channels}", f"use a latent of {model_input}'s family")
+    made_in = {r.latent_format for r in records or () if r.latent_format}
+    if made_in and made_in != {family}:
+        raise InputError(model_input, f"is a {family} model but the samples were made in the "
+                         f"{'/'.join(sorted(made_in))} latent space",
+                         f"use a {'/'.join(sorted(made_in))} {model_input} (and its own conditioning)")
+    width = model.model.model_config.unet_config.get("context_dim")
+    batch = samples.shape[0] if samples is not None else None
+    for name, cond in (conditioning or {}).items():
+        for tensor, _extra in cond or ():
+            if width and tensor.shape[-1] != width:
+                raise InputError(name, f"is {tensor.shape[-1]} wide but {model_input} ({family}) expects {width}",
+                                 f"encode it with the CLIP that comes with the {family} model")
+            if batch and tensor.shape[0] not in (1, batch):  # ComfyUI would tile the rows over the batch
+                raise InputError(name, f"has {tensor.shape[0]} rows (prompts) for {batch} samples",
+                                 "give the latent one sample per prompt (the prompt list's count as batch_size)")
+
+
+def check_vae_fits(vae, samples):
+    channels = getattr(vae, "latent_channels", None)
+    if channels is not None and samples.shape[1] != channels:
+        raise InputError("vae", f"decodes {channels}-channel latents, the samples have {samples.shape[1]}",
+                         "use the VAE of the student's checkpoint")
