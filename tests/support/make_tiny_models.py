@@ -13,10 +13,7 @@ import os
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-
-import comfyui_harness as H  # noqa: E402
+import comfyui_harness as H
 
 
 def main(argv=None):

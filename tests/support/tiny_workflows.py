@@ -1,9 +1,14 @@
 """The shipped workflows on the tiny test models: their API prompts with every model file swapped for a
-tiny stand-in and small images, and (run as a script) a hash of every output of every node, to show a
-change left the shipped workflows' results bit for bit as they were:
+tiny stand-in and small images. As a script:
 
-    COMFYUI_PATH=... python tests/support/tiny_workflows.py hashes.json [--compare before.json]
+    COMFYUI_PATH=... python tests/support/tiny_workflows.py hashes OUT.json [--compare BEFORE.json]
+        a hash of every output of every node of every shipped workflow (bit for bit the same before and
+        after a change that must not change results?)
+    python tests/support/tiny_workflows.py models TINY_DIR OUT_DIR
+        OUT_DIR/<folder>/<real file name> linked to the tiny models in TINY_DIR, for
+        ../shared/tools/frontend_check --models OUT_DIR (which substitutes inputs by class, not per node)
 """
+import argparse
 import hashlib
 import json
 import os
@@ -73,7 +78,7 @@ def digest(value) -> str:
     return h.hexdigest()[:16]
 
 
-def main(argv):
+def hashes(out_path, before_path=None):
     from comfyui_harness import run_prompt, start
     host, schemas, out = start(), W.load_schemas(), {}
     for path in W.SHIPPED:
@@ -83,17 +88,58 @@ def main(argv):
         run = run_prompt(host, prompt, fresh=True)
         out[os.path.basename(path)] = {nid: digest(v) for nid, v in sorted(run.values.items()) if v is not None}
         host.free_memory()
-    with open(argv[0], "w") as f:
+    with open(out_path, "w") as f:
         json.dump(out, f, indent=1, sort_keys=True)
-    if len(argv) > 2 and argv[1] == "--compare":
-        with open(argv[2]) as f:
+    if before_path:
+        with open(before_path) as f:
             before = json.load(f)
         differ = [f"{wf} #{nid}" for wf in before for nid in before[wf] if out.get(wf, {}).get(nid) != before[wf][nid]]
-        print(f"{sum(map(len, out.values()))} node outputs of {len(out)} workflows; differ from {argv[2]}: "
+        print(f"{sum(map(len, out.values()))} node outputs of {len(out)} workflows; differ from {before_path}: "
               f"{differ or 'none'}")
         return 1 if differ else 0
     return 0
 
 
+def link_models(tiny_dir, out_dir):
+    """Each model file the shipped workflows load, under its real name, linked to its tiny stand-in (files
+    whose extension would make ComfyUI read them another way, .pt/.pth, are left to --substitute, which
+    names the tiny file: those are linked under their own names too)."""
+    schemas = W.load_schemas()
+    folders = {"ckpt_name": "checkpoints", "lora_name": "loras", "unet_name": "diffusion_models"}
+    for path in W.SHIPPED:
+        real = W.to_api(W.load(path), schemas)
+        tiny = tiny_prompt(path, schemas)
+        for nid, node in real.items():
+            for name, folder in folders.items():
+                value = node["inputs"].get(name)
+                if isinstance(value, str) and value.endswith(".safetensors"):
+                    link = os.path.join(out_dir, folder, value)
+                    os.makedirs(os.path.dirname(link), exist_ok=True)
+                    if not os.path.lexists(link):
+                        os.symlink(os.path.join(os.path.abspath(tiny_dir), folder, tiny[nid]["inputs"][name]), link)
+    for folder in os.listdir(tiny_dir):  # and every tiny file under its own name, for --substitute
+        if os.path.isdir(os.path.join(tiny_dir, folder)):
+            for name in os.listdir(os.path.join(tiny_dir, folder)):
+                link = os.path.join(out_dir, folder, name)
+                os.makedirs(os.path.dirname(link), exist_ok=True)
+                if not os.path.lexists(link):
+                    os.symlink(os.path.join(os.path.abspath(tiny_dir), folder, name), link)
+    print(f"linked the shipped workflows' model files in {out_dir}")
+    return 0
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    h = sub.add_parser("hashes")
+    h.add_argument("out")
+    h.add_argument("--compare")
+    m = sub.add_parser("models")
+    m.add_argument("tiny_dir")
+    m.add_argument("out_dir")
+    a = ap.parse_args(argv)
+    return hashes(a.out, a.compare) if a.command == "hashes" else link_models(a.tiny_dir, a.out_dir)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())
