@@ -1,6 +1,8 @@
 """Tier 2 smoke tests: the pack loads into real ComfyUI and the tiny models work with core nodes.
 
 Skipped without COMFYUI_PATH (see tests/support/comfyui_harness.py)."""
+import sys
+
 import pytest
 import torch
 
@@ -154,3 +156,9 @@ def test_unused_nodes_never_execute(comfy):
     run = run_prompt(comfy, g, fresh=True)
     assert run.ran("5") and not run.ran("8")
     assert run.values.get("8") is None
+
+
+def test_the_nodes_and_the_tests_share_one_copy_of_the_pack(comfy):
+    from student_teacher.schedulers.record import SampleRecord
+    loaded = sys.modules[f"{comfy.pack_module.__name__}.schedulers.record"]
+    assert loaded.SampleRecord is SampleRecord
