@@ -7,6 +7,9 @@ tiny stand-in and small images. As a script:
     python tests/support/tiny_workflows.py models TINY_DIR OUT_DIR
         OUT_DIR/<folder>/<real file name> linked to the tiny models in TINY_DIR, for
         ../shared/tools/frontend_check --models OUT_DIR (which substitutes inputs by class, not per node)
+    python tests/support/tiny_workflows.py small OUT_DIR
+        copies of the shipped workflows with the small sizes below (frontend_check substitutes only
+        strings), to run in the real front end on the tiny models
 """
 import argparse
 import hashlib
@@ -47,6 +50,31 @@ SUBSTITUTIONS = {
     "StudentTeacherCalibrateThreshold.width": 64,
     "StudentTeacherCalibrateThreshold.height": 64,
 }
+
+
+# the sizes of those copies (the refiner's conditioning sizes too, so the pictures look consistent)
+SMALL = {**{name: value for name, value in SUBSTITUTIONS.items() if isinstance(value, int)},
+         "CLIPTextEncodeSDXLRefiner.width": 64, "CLIPTextEncodeSDXLRefiner.height": 64}
+
+
+def small_copies(out_dir):
+    """The shipped workflow files with SMALL's numbers in their saved widget values."""
+    schemas = W.load_schemas()
+    os.makedirs(out_dir, exist_ok=True)
+    for path in W.SHIPPED:
+        workflow = W.load(path)
+        for node in workflow["nodes"]:
+            if node["type"] in W.FRONTEND_ONLY:
+                continue
+            saved = W.saved_widgets(schemas[node["type"]])
+            for key, value in SMALL.items():
+                cls, _, name = key.rpartition(".")
+                if cls in ("", node["type"]) and name in saved:
+                    node["widgets_values"][saved.index(name)] = value
+        with open(os.path.join(out_dir, os.path.basename(path)), "w", encoding="utf-8") as f:
+            json.dump(workflow, f, indent=1, ensure_ascii=False)
+    print(f"wrote {len(W.SHIPPED)} small workflows to {out_dir}")
+    return 0
 
 
 def tiny_prompt(path, schemas):
@@ -137,8 +165,11 @@ def main(argv=None):
     m = sub.add_parser("models")
     m.add_argument("tiny_dir")
     m.add_argument("out_dir")
+    sub.add_parser("small").add_argument("out_dir")
     a = ap.parse_args(argv)
-    return hashes(a.out, a.compare) if a.command == "hashes" else link_models(a.tiny_dir, a.out_dir)
+    if a.command == "hashes":
+        return hashes(a.out, a.compare)
+    return link_models(a.tiny_dir, a.out_dir) if a.command == "models" else small_copies(a.out_dir)
 
 
 if __name__ == "__main__":
