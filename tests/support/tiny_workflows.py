@@ -128,6 +128,12 @@ def hashes(out_path, before_path=None):
     return 0
 
 
+def _link(target, link):
+    os.makedirs(os.path.dirname(link), exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(os.path.abspath(target), link)
+
+
 def link_models(tiny_dir, out_dir):
     """Each model file the shipped workflows load, under its real name, linked to its tiny stand-in (files
     whose extension would make ComfyUI read them another way, .pt/.pth, are left to --substitute, which
@@ -141,17 +147,12 @@ def link_models(tiny_dir, out_dir):
             for name, folder in folders.items():
                 value = node["inputs"].get(name)
                 if isinstance(value, str) and value.endswith(".safetensors"):
-                    link = os.path.join(out_dir, folder, value)
-                    os.makedirs(os.path.dirname(link), exist_ok=True)
-                    if not os.path.lexists(link):
-                        os.symlink(os.path.join(os.path.abspath(tiny_dir), folder, tiny[nid]["inputs"][name]), link)
+                    _link(os.path.join(tiny_dir, folder, tiny[nid]["inputs"][name]),
+                          os.path.join(out_dir, folder, value))
     for folder in os.listdir(tiny_dir):  # and every tiny file under its own name, for --substitute
         if os.path.isdir(os.path.join(tiny_dir, folder)):
             for name in os.listdir(os.path.join(tiny_dir, folder)):
-                link = os.path.join(out_dir, folder, name)
-                os.makedirs(os.path.dirname(link), exist_ok=True)
-                if not os.path.lexists(link):
-                    os.symlink(os.path.join(os.path.abspath(tiny_dir), folder, name), link)
+                _link(os.path.join(tiny_dir, folder, name), os.path.join(out_dir, folder, name))
     print(f"linked the shipped workflows' model files in {out_dir}")
     return 0
 
