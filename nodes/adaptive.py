@@ -25,7 +25,8 @@ class AdaptiveSampler:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "student": ("MODEL", {"tooltip": "The consistency student (LCM, LCM-LoRA, SDXL-Turbo)."}),
+            "student": ("MODEL", {"tooltip": "The few-step student (LCM, LCM-LoRA, SDXL-Turbo; with schedule "
+                                             "sampler: SDXL-Lightning, DMD2, FLUX.1-schnell, SD3.5 Turbo, ...)."}),
             "teacher": ("MODEL", {"tooltip": "The teacher model."}),
             "positive": ("CONDITIONING", {"tooltip": "Prompt conditioning, shared by student and teacher."}),
             "negative": ("CONDITIONING", {"tooltip": "Negative conditioning, shared by student and teacher."}),
@@ -39,7 +40,8 @@ class AdaptiveSampler:
                                                   "students, 2 for SDXL-Turbo)."),
             "student_cfg": inputs.student_cfg("The student's classifier-free guidance (1.0: one pass per step)."),
             "schedule": inputs.schedule("lcm: LCM timesteps and the consistency boundary condition. turbo: "
-                                        "'trailing' timesteps for SDXL-Turbo / ADD students."),
+                                        "'trailing' timesteps for SDXL-Turbo / ADD students. sampler: "
+                                        "student_sampler and student_scheduler (any other student)."),
             "threshold_mode": inputs.threshold_mode("tau: tau as given. percentile: the k-th percentile of the "
                                                     "calibration. budget: the largest calibrated k whose "
                                                     "S + k/100*R fits the budget."),
@@ -57,20 +59,25 @@ class AdaptiveSampler:
             "sampler_name": inputs.sampler_name("The teacher's sampler (any ComfyUI sampler)."),
             "scheduler": inputs.scheduler("The teacher's scheduler (any ComfyUI scheduler)."),
             "teacher_cfg": inputs.teacher_cfg("The teacher's classifier-free guidance."),
+        }, "optional": {
+            "student_sampler": inputs.student_sampler(inputs.STUDENT_SAMPLER_TIP),
+            "student_scheduler": inputs.student_scheduler(inputs.STUDENT_SCHEDULER_TIP),
         }}
 
     IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, student, teacher, positive, negative, latent_image, vae, oracle, prompt, seed, student_steps,
             student_cfg, schedule, threshold_mode, tau, k, calibration, budget, strategy, rollback_mode,
-            rollback, teacher_steps, sampler_name, scheduler, teacher_cfg):
+            rollback, teacher_steps, sampler_name, scheduler, teacher_cfg, student_sampler="euler",
+            student_scheduler="simple"):
         # the teacher is checked before anything runs, not only when a sample is rejected
         check_model_fits(teacher, "teacher", latent_image["samples"], "latent_image",
                          [SampleRecord(0, latent_format=latent_format_name(student))],
                          {"positive": positive, "negative": negative})
-        with inputs_named({"steps": "student_steps", "cfg": "student_cfg"}):
+        with inputs_named({"steps": "student_steps", "cfg": "student_cfg", "scheduler": "student_scheduler"}):
             latent = student_sample(student, positive, negative, latent_image, seed, student_steps, student_cfg,
-                                    schedule, model_input="student")
+                                    schedule, model_input="student", sampler_name=student_sampler,
+                                    scheduler=student_scheduler)
         with inputs_named({"latent": "latent_image"}):
             decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
                             student_steps, teacher_steps)

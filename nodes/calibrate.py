@@ -33,7 +33,7 @@ def now() -> str:
 
 
 def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, height, steps, cfg, schedule,
-                   seed, batch_size, w="", indices=None, model_input="model"):
+                   seed, batch_size, w="", indices=None, model_input="model", sampler=("euler", "simple")):
     """Score one student sample per prompt; the sample of a prompt uses the batch index of its position
     in the whole list (`indices`, default 0, 1, ...), so a shard or a routed share draws the samples one
     run would. Returns the scores and the w each sample embedded (None for a student without a guidance
@@ -47,7 +47,7 @@ def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, he
         latent = {"samples": torch.zeros([len(chunk), 4, height // 8, width // 8]),
                   "batch_index": indices[start:start + batch_size]}
         out = student_sample(model, encode_prompts(clip, chunk), negative, latent, seed, steps, cfg, schedule, w=w,
-                             model_input=model_input)
+                             model_input=model_input, sampler_name=sampler[0], scheduler=sampler[1])
         scores.append(oracle.score(vae.decode(out["samples"]), chunk))
         ws += [r.w for r in records_of(out)]
         check_interrupt()
@@ -90,7 +90,8 @@ class CalibrateThreshold:
             "height": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Image height."}),
             "steps": inputs.student_steps("The student's steps, as the gate's student runs them."),
             "cfg": inputs.student_cfg("The student's classifier-free guidance, as the gate's student uses it."),
-            "schedule": inputs.schedule("The student's schedule (lcm or turbo), as the gate's student uses it."),
+            "schedule": inputs.schedule("The student's schedule (lcm, turbo or sampler), as the gate's student uses "
+                                        "it."),
             "seed": inputs.seed("Noise seed: the sample of prompt i uses batch index i of it, so shards and routed "
                                 "shares draw the samples one run would."),
             "batch_size": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip": "Prompts per student batch."}),
@@ -122,6 +123,8 @@ class CalibrateThreshold:
                                         "tooltip": "route keywords: the router's default_student."}),
             "centroids": ([NO_CENTROIDS] + folder_paths.get_filename_list(CENTROIDS_FOLDER),
                           {"tooltip": "route centroids: the router's centroid file."}),
+            "sampler_name": inputs.student_sampler(inputs.STUDENT_SAMPLER_TIP),
+            "scheduler": inputs.student_scheduler(inputs.STUDENT_SCHEDULER_TIP),
         }}
 
     @classmethod
@@ -131,7 +134,7 @@ class CalibrateThreshold:
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
             steps, cfg, schedule, seed, batch_size, filename, w="", first_prompt=0, route="every prompt", rules="",
-            default_student=1, centroids=NO_CENTROIDS, **more_students):
+            default_student=1, centroids=NO_CENTROIDS, sampler_name="euler", scheduler="simple", **more_students):
         name = require_file_stem("filename", filename, "lcm_sd15_4steps")
         first = int(first_prompt)
         texts = prompt_list(prompts, prompts_file, at_least=2, fix=TOO_FEW)[first:]
@@ -151,8 +154,9 @@ class CalibrateThreshold:
             with inputs_named({"positive": "clip", "negative": "clip", "latent_image": "width"}):
                 scores, ws = student_scores(student, clip, vae, oracle, mine, negative_prompt, width, height, steps,
                                             cfg, schedule, seed, batch_size, w, [first + i for i in share],
-                                            model_input)
+                                            model_input, (sampler_name, scheduler))
             meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
+                    **({"sampler": sampler_name, "scheduler": scheduler} if schedule == "sampler" else {}),
                     "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(mine),
                     "prompts_file": prompts_file, "seed": int(seed),
                     "oracle": {"name": oracle.name, "kind": oracle.kind, "fingerprint": oracle.fingerprint},

@@ -62,16 +62,17 @@ def source_rows(source_latent, todo, samples, model):
     return take_rows(source, todo, n).expand(len(todo), *source.shape[1:]).contiguous()  # a batch-1 source broadcasts
 
 
-def put_back(base, todo, records, images, rows, stage, vae, ws=None):
+def put_back(base, todo, records, images, rows, stage, vae, ws=None, new_images=None):
     """The LATENT with `rows` in place of rows `todo` (the others bit-identical), their records extended
     by `stage` (and given the guidance `ws` the new rows were made with), their earlier versions kept;
-    and every row's decoded image (decoding only new rows and rows never decoded)."""
+    and every row's decoded image (decoding only new rows and rows never decoded; `new_images`: the new
+    rows' images when another VAE made them, e.g. a teacher of another family)."""
     n = int(base["samples"].shape[0])
     earlier = [None] * n  # only this improver's replacements: the next gate compares with them
     images, records = list(images), list(records)
     samples = base["samples"]
     if todo:
-        for j, (i, image) in enumerate(zip(todo, vae.decode(rows))):
+        for j, (i, image) in enumerate(zip(todo, vae.decode(rows) if new_images is None else new_images)):
             earlier[i] = (samples[i], images[i], records[i].w)
             images[i] = image
             records[i] = records[i].then(stage) if ws is None else replace(records[i], w=ws[j]).then(stage)

@@ -6,7 +6,7 @@ import comfy.samplers
 from ..schedulers.gating import THRESHOLD_MODES
 from ..schedulers.rollback import ROLLBACK_MODES
 
-SCHEDULES = ("lcm", "turbo")
+SCHEDULES = ("lcm", "turbo", "sampler")
 STRATEGIES = ("refine", "regenerate")
 
 
@@ -25,6 +25,20 @@ def student_cfg(tooltip):
 
 def schedule(tooltip):
     return (list(SCHEDULES), {"default": "lcm", "tooltip": tooltip})
+
+
+def student_sampler(tooltip):
+    return (comfy.samplers.KSampler.SAMPLERS, {"default": "euler", "tooltip": tooltip})
+
+
+def student_scheduler(tooltip):
+    return (comfy.samplers.KSampler.SCHEDULERS, {"default": "simple", "tooltip": tooltip})
+
+
+STUDENT_SAMPLER_TIP = ("schedule 'sampler' only: ComfyUI's sampler for a distilled student (euler: "
+                       "SDXL-Lightning, FLUX.1-schnell, SD3.5 Large Turbo, Qwen-Image-Lightning; lcm: DMD2).")
+STUDENT_SCHEDULER_TIP = ("schedule 'sampler' only: ComfyUI's scheduler (simple: FLUX.1-schnell, SD3.5 Turbo, "
+                         "Qwen-Image-Lightning; sgm_uniform: SDXL-Lightning, DMD2).")
 
 
 def denoise(tooltip):

@@ -11,9 +11,16 @@ def discrete_model_sampling(model, schedule: str):
     ms = model.get_model_object("model_sampling")
     if not isinstance(ms, MS.ModelSamplingDiscrete) or isinstance(ms, (MS.ModelSamplingDiscreteEDM,
                                                                        MS.StableCascadeSampling)):
-        raise InputError("model", f"schedule {schedule} needs a discrete-time (SD1.5/SDXL-family) student, "
-                         f"this model samples with {type(ms).__name__}", "use an SD1.5 or SDXL consistency student")
+        raise InputError("model", f"schedule {schedule} needs a discrete-time (SD1.5/SDXL-family) consistency "
+                         f"student, this model samples with {type(ms).__name__}",
+                         "set schedule to sampler (e.g. euler + simple for FLUX.1-schnell or SD3.5 Turbo)")
     return ms
+
+
+def model_frame(model) -> str:
+    """How the model writes its noisy state (schedulers.rollback.FRAMES): flow for CONST models (FLUX,
+    SD3, Qwen-Image: (1-sigma) x0 + sigma z), ve for the others (x0 + sigma z)."""
+    return "flow" if isinstance(model.get_model_object("model_sampling"), MS.CONST) else "ve"
 
 
 def prediction_name(model_sampling) -> str:
@@ -41,16 +48,31 @@ def check_model_fits(model, model_input: str, samples=None, latent_input: str = 
         raise InputError(model_input, f"is a {family} model but the samples were made in the "
                          f"{'/'.join(sorted(made_in))} latent space",
                          f"use a {'/'.join(sorted(made_in))} {model_input} (and its own conditioning)")
-    width = model.model.model_config.unet_config.get("context_dim")
+    width = conditioning_width(model)
     batch = samples.shape[0] if samples is not None else None
     for name, cond in (conditioning or {}).items():
         for tensor, _extra in cond or ():
             if width and tensor.shape[-1] != width:
                 raise InputError(name, f"is {tensor.shape[-1]} wide but {model_input} ({family}) expects {width}",
-                                 f"encode it with the CLIP that comes with the {family} model")
+                                 f"encode it with the text encoder(s) of the {family} model (its CLIP loader "
+                                 "and type)")
             if batch and tensor.shape[0] not in (1, batch):  # ComfyUI would tile the rows over the batch
                 raise InputError(name, f"has {tensor.shape[0]} rows (prompts) for {batch} samples",
                                  "give the latent one sample per prompt (the prompt list's count as batch_size)")
+
+
+def conditioning_width(model):
+    """The width of the text conditioning the model takes: a UNet's context_dim, else the in_features of
+    the transformer's text input layer (FLUX and Qwen-Image txt_in, SD3 context_embedder); None if unknown."""
+    width = model.model.model_config.unet_config.get("context_dim")
+    if width:
+        return width
+    diffusion_model = model.model.diffusion_model
+    for name in ("txt_in", "context_embedder"):
+        width = getattr(getattr(diffusion_model, name, None), "in_features", None)
+        if width:
+            return width
+    return None
 
 
 def check_vae_fits(vae, samples):

@@ -37,15 +37,17 @@ def noised_latent(model, x0, noise, sigma):
     return model.get_model_object("process_latent_out")(noised)
 
 
-def per_sample_sampler(sampler_name, seed, batch_index, sample_shape, device, rounds=0):
-    """ComfyUI's sampler, with stochastic samplers drawing noise per sample (not per batch). ddim's
+def per_sample_sampler(sampler_name, seed, batch_index, sample_shape, device, rounds=0,
+                       stream=Stream.TEACHER_SAMPLER):
+    """ComfyUI's sampler, with stochastic samplers (ancestral, SDE, lcm) drawing noise per sample (not per
+    batch) from the stage's own `stream`. ddim's
     inpainting draws one noise for the whole batch ("random"): here masked-out areas get the stage's
     own per-sample noise instead, as every other sampler's do."""
     sampler = comfy.samplers.sampler_object(sampler_name)
     extra_options = dict(sampler.extra_options)
     if "noise_sampler" in inspect.signature(sampler.sampler_function).parameters:
-        extra_options["noise_sampler"] = PerSampleNoise(seed, batch_index, sample_shape, Stream.TEACHER_SAMPLER,
-                                                        torch.float32, device, rounds)
+        extra_options["noise_sampler"] = PerSampleNoise(seed, batch_index, sample_shape, stream, torch.float32,
+                                                        device, rounds)
     inpaint_options = {k: v for k, v in sampler.inpaint_options.items() if k != "random"}
     return comfy.samplers.KSAMPLER(sampler.sampler_function, extra_options=extra_options,
                                    inpaint_options=inpaint_options)

@@ -15,7 +15,7 @@ from .student import student_sample
 
 
 def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, decision=None,
-                   source_latent=None, denoise=1.0, w=""):
+                   source_latent=None, denoise=1.0, w="", sampler_name="euler", scheduler="simple"):
     """The student on the samples the gate rejected, from fresh noise: retry number `retry`'s round, counted
     on from the retries each sample already had (schedulers.noise.retry_round) -> (LATENT, rows retried)."""
     if not 1 <= int(retry) < RETRY_NUMBERS:
@@ -36,7 +36,8 @@ def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule
         with inputs_named({"latent_image": "latent"}):
             out = student_sample(model, subset_conditioning(positive, todo, n), subset_conditioning(negative, todo, n),
                                  sub, seed, steps, cfg, schedule, denoise, w, retry_rounds=rounds,
-                                 recorded_w=[records[i].w for i in todo])
+                                 recorded_w=[records[i].w for i in todo], sampler_name=sampler_name,
+                                 scheduler=scheduler)
         fresh = records_of(out)
         stage = Stage("retry", steps=int(steps), settings={**fresh[0].last("student").settings,
                                                            "retry": int(retry)})
@@ -72,7 +73,7 @@ class StudentRetry:
                                 "draws (never the student's first noise)."),
             "steps": inputs.student_steps("The retry's student steps (its cost per retried sample)."),
             "cfg": inputs.student_cfg("The retry's classifier-free guidance (1.0: one model pass per step)."),
-            "schedule": inputs.schedule("lcm or turbo, as for the Consistency Student Sampler."),
+            "schedule": inputs.schedule("lcm, turbo or sampler, as for the Consistency Student Sampler."),
             "retry": ("INT", {"default": 1, "min": 1, "max": 100,
                               "tooltip": "Which retry this is: each number draws other fresh noise. A second "
                                          "Student Retry in a chain draws fresh noise at any number (the samples "
@@ -84,11 +85,13 @@ class StudentRetry:
             "denoise": inputs.denoise("Editing only, with source_latent: the SDEdit strength the student used."),
             "w": inputs.w("Guidance-embedded students: the w to embed, one value or a list cycled over the batch. "
                           "Empty: each sample keeps the w it was made with."),
+            "sampler_name": inputs.student_sampler(inputs.STUDENT_SAMPLER_TIP),
+            "scheduler": inputs.student_scheduler(inputs.STUDENT_SCHEDULER_TIP),
         }}
 
     def run(self, model, positive, negative, latent, gate, seed, steps, cfg, schedule, retry, vae,
-            source_latent=None, denoise=1.0, w=""):
+            source_latent=None, denoise=1.0, w="", sampler_name="euler", scheduler="simple"):
         out, todo = retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, gate,
-                                   source_latent, denoise, w)
+                                   source_latent, denoise, w, sampler_name, scheduler)
         text = report(out, gate, todo, f"student retry {retry} ({steps} steps)")
         return {"ui": {"text": [text]}, "result": (out, images_of(out), text)}

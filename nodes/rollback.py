@@ -2,7 +2,7 @@
 from ..schedulers.batching import batch_indices
 from ..schedulers.record import bare_records, records_of
 from ..schedulers.rollback import rollback_sigmas
-from .model_checks import check_model_fits
+from .model_checks import check_model_fits, model_frame
 from .noise import noised_latent, rollback_noise
 from .sampling import ksampler_schedule
 from . import inputs
@@ -14,7 +14,8 @@ def add_rollback_noise(model, latent, mode, value, steps, sampler_name, schedule
     noise Teacher Improve's refine draws, and the teacher's sigmas from there."""
     records = records_of(latent)
     check_model_fits(model, "model", latent["samples"], "latent", records)
-    sigmas = rollback_sigmas(mode, ksampler_schedule(model, sampler_name, scheduler), steps, value)
+    sigmas = rollback_sigmas(mode, ksampler_schedule(model, sampler_name, scheduler), steps, value,
+                             model_frame(model))
     x0 = latent["samples"]
     records = records or bare_records(batch_indices(latent))
     noise = rollback_noise(seed, [r.batch_index for r in records], x0.shape[1:], [r.noise_round for r in records])

@@ -124,7 +124,8 @@ class RouteStudents:
                                 "student draws it."),
             "steps": inputs.student_steps("Steps of every student (best_of: each student runs them on every prompt)."),
             "cfg": inputs.student_cfg("Classifier-free guidance of every student (1.0: one model pass per step)."),
-            "schedule": inputs.schedule("lcm or turbo, as for the Consistency Student Sampler, for every student."),
+            "schedule": inputs.schedule("lcm, turbo or sampler, as for the Consistency Student Sampler, for every "
+                                        "student."),
             "route": (list(ROUTE_MODES), {"default": "embedding",
                                           "tooltip": "embedding: the student with the nearest prototype prompt (the "
                                                      "CLIP's own embedding). keywords: the first student whose "
@@ -146,6 +147,8 @@ class RouteStudents:
                                       "tools/split_prompts.py."}),
             "vae": ("VAE", {"tooltip": "best_of: decodes every student's samples for the oracle."}),
             "oracle": (ORACLE_TYPE, {"tooltip": "best_of: scores every student's samples."}),
+            "sampler_name": inputs.student_sampler(inputs.STUDENT_SAMPLER_TIP),
+            "scheduler": inputs.student_scheduler(inputs.STUDENT_SCHEDULER_TIP),
         }}
 
     @classmethod
@@ -179,12 +182,13 @@ class RouteStudents:
         return [name for name in needed if inputs.get(name) is None]
 
     def run(self, positive, negative, latent_image, seed, steps, cfg, schedule, route, default_student,
-            **inputs):
+            sampler_name="euler", scheduler="simple", **inputs):
         slots = self.connected(inputs)
         models = [inputs[name] for name in slots]
         check_one_family({name: inputs[name] for name in slots if inputs[name] is not None})
         # text-to-image (denoise 1); a guided student embeds its loader's w
-        settings = dict(seed=seed, steps=steps, cfg=cfg, schedule=schedule)
+        settings = dict(seed=seed, steps=steps, cfg=cfg, schedule=schedule, sampler_name=sampler_name,
+                        scheduler=scheduler)
         if route == "best_of":
             if inputs.get("vae") is None or inputs.get("oracle") is None:
                 raise InputError("oracle", "best_of needs the oracle and the VAE", "connect vae and oracle")

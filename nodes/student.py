@@ -3,19 +3,20 @@ import comfy.sample
 
 from ..schedulers.batching import batch_indices
 from ..schedulers.consistency import lcm_timesteps, trailing_timesteps
-from ..schedulers.errors import InputError
+from ..schedulers.errors import InputError, require_fraction
+from ..schedulers.noise import Stream
 from ..schedulers.guidance import parse_w, w_per_sample
 from ..schedulers.record import SampleRecord, Stage, with_records
+from ..schedulers.rollback import strength_sigmas
 from .consistency_sampling import consistency_sampler, sigmas_at_timesteps, with_consistency_sampling
 from .model_checks import check_model_fits, discrete_model_sampling, latent_format_name
-from .noise import initial_noise, retry_noise
-from .sampling import sample_with_sigmas
+from .noise import initial_noise, per_sample_sampler, retry_noise
+from .sampling import ksampler_schedule, sample_with_sigmas
 from . import inputs
 from .common import CATEGORY, inputs_named
 from .inputs import SCHEDULES
 from .guidance import guidance_of, with_w
 from .prompts import prompts_of
-
 
 
 def student_ws(model, w_text, index, recorded=None):
@@ -34,32 +35,43 @@ def student_ws(model, w_text, index, recorded=None):
 
 
 def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w="",
-                   retry_rounds=None, recorded_w=None, model_input="model"):
-    """Sample a LATENT with a consistency student; returns a new LATENT whose records say how.
+                   retry_rounds=None, recorded_w=None, model_input="model", sampler_name="euler", scheduler="simple"):
+    """Sample a LATENT with a few-step student; returns a new LATENT whose records say how.
+    schedule: lcm / turbo (consistency students, discrete models), or sampler (ComfyUI's `sampler_name`
+    and `scheduler`, any family: Lightning, DMD2, Hyper-SD, FLUX.1-schnell, SD3.5 Turbo, ...).
     retry_rounds: per sample, the retry round whose fresh noise replaces ComfyUI's seed noise (a retry);
     recorded_w: per sample, the w it was made with (used when the w box is empty). model_input: what
     the calling node calls the model, in its messages."""
     if schedule not in SCHEDULES:
         raise InputError("schedule", f"unknown schedule {schedule!r}", f"choose one of {SCHEDULES}")
     index = batch_indices(latent)
+    rounds = list(retry_rounds) if retry_rounds else 0
     with inputs_named({"model": model_input}):  # the model checks say "model"
         check_model_fits(model, model_input, latent["samples"], "latent_image",
                          conditioning={"positive": positive, "negative": negative})
         model, ws = student_ws(model, w, index, recorded_w)
-        if schedule == "lcm":
-            model = with_consistency_sampling(model)
-            timesteps = lcm_timesteps(steps, strength=denoise)
+        x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+        settings = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "denoise": float(denoise)}
+        if schedule == "sampler":
+            sigmas = strength_sigmas(ksampler_schedule(model, sampler_name, scheduler), steps,
+                                     require_fraction("denoise", denoise))
+            sampler = per_sample_sampler(sampler_name, seed, index, tuple(x.shape[1:]), model.load_device, rounds,
+                                         Stream.STUDENT_RENOISE)
+            settings.update(sampler=sampler_name, scheduler=scheduler)
         else:
-            discrete_model_sampling(model, schedule)
-            timesteps = trailing_timesteps(steps, strength=denoise)
-    x = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
-    sigmas = sigmas_at_timesteps(model, timesteps)
-    rounds = list(retry_rounds) if retry_rounds else 0
-    sampler = consistency_sampler(seed, index, tuple(x.shape[1:]), rounds)
+            if schedule == "lcm":
+                model = with_consistency_sampling(model)
+                timesteps = lcm_timesteps(steps, strength=denoise)
+            else:
+                discrete_model_sampling(model, schedule)
+                timesteps = trailing_timesteps(steps, strength=denoise)
+            sigmas = sigmas_at_timesteps(model, timesteps)
+            sampler = consistency_sampler(seed, index, tuple(x.shape[1:]), rounds)
+            settings.update(timesteps=tuple(timesteps))
     noise = retry_noise(seed, index, x.shape[1:], rounds) if retry_rounds else initial_noise(x, seed, index)
-    samples = sample_with_sigmas(model, noise, cfg, sampler, sigmas, positive, negative, x, latent.get("noise_mask"))
-    stage = Stage("student", steps=int(steps), settings={"steps": int(steps), "cfg": float(cfg), "schedule": schedule,
-                                                         "denoise": float(denoise), "timesteps": tuple(timesteps)})
+    samples = sample_with_sigmas(model, noise, cfg, sampler, sigmas, positive, negative, x, latent.get("noise_mask"),
+                                 seed)
+    stage = Stage("student", steps=int(steps), settings=settings)
     family = latent_format_name(model)
     records = [SampleRecord(b, seed=int(seed), latent_format=family, prompt=text, w=w_b, stages=(stage,))
                for b, text, w_b in zip(index, prompts_of(positive, len(index)), ws)]
@@ -67,10 +79,12 @@ def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule
 
 
 class ConsistencySampler:
-    DESCRIPTION = ("Samples with a consistency-distilled student (LCM checkpoint, SD + LCM-LoRA, "
-                   "LCM-SDXL, SDXL-Turbo) in a few steps. The LCM timesteps and boundary condition are "
-                   "applied here, for eps- and v-prediction students, so no ModelSampling node is needed; a "
-                   "guidance-embedded student (LCM-Dreamshaper-v7) embeds each sample's w. "
+    DESCRIPTION = ("Samples with a few-step student. schedule lcm / turbo: consistency students (LCM checkpoint, "
+                   "SD + LCM-LoRA, LCM-SDXL, SDXL-Turbo), with the LCM timesteps and boundary condition applied "
+                   "here, so no ModelSampling node is needed; a guidance-embedded student (LCM-Dreamshaper-v7) "
+                   "embeds each sample's w. schedule sampler: any distilled student of any family with "
+                   "ComfyUI's own sampler and scheduler (SDXL-Lightning, DMD2, Hyper-SD, FLUX.1-schnell, "
+                   "SD3.5 Large Turbo, Qwen-Image-Lightning). "
                    "Each sample's noise depends only on (seed, batch index), so a sample never changes when "
                    "others join its batch.")
     CATEGORY = CATEGORY
@@ -83,7 +97,9 @@ class ConsistencySampler:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("MODEL", {"tooltip": "The student: an LCM checkpoint, a base model with an LCM-LoRA, "
-                                           "or SDXL-Turbo."}),
+                                           "SDXL-Turbo (lcm / turbo), or any distilled model run with a ComfyUI "
+                                           "sampler (sampler): SDXL-Lightning, DMD2, FLUX.1-schnell, SD3.5 Turbo, "
+                                           "Qwen-Image + Lightning LoRA."}),
             "positive": ("CONDITIONING", {"tooltip": "What the image should show (ControlNet may be applied)."}),
             "negative": ("CONDITIONING", {"tooltip": "What to avoid; unused when cfg is 1."}),
             "latent_image": ("LATENT", {"tooltip": "An Empty Latent Image for text-to-image, or a VAE-encoded "
@@ -95,14 +111,19 @@ class ConsistencySampler:
                                       "LCM-LoRA works best at 1-2, SDXL-Turbo at 1."),
             "schedule": inputs.schedule("lcm: LCM timesteps on the 50-step distillation grid "
                                         "plus the consistency boundary condition. turbo: "
-                                        "'trailing' timesteps for SDXL-Turbo / ADD students."),
+                                        "'trailing' timesteps for SDXL-Turbo / ADD students. sampler: "
+                                        "sampler_name and scheduler below (every other student, every family)."),
             "denoise": inputs.denoise("1.0 for text-to-image; lower for editing an encoded image "
                                       "(SDEdit strength, e.g. 0.6)."),
         }, "optional": {
             "w": inputs.w("Guidance-embedded students only: the guidance scale w each sample embeds, one "
                           "value or a list cycled over the batch (e.g. 3, 5, 7, 9 shows the quality/"
                           "diversity trade-off in one queue). Empty: the student's default w."),
+            "sampler_name": inputs.student_sampler(inputs.STUDENT_SAMPLER_TIP),
+            "scheduler": inputs.student_scheduler(inputs.STUDENT_SCHEDULER_TIP),
         }}
 
-    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w=""):
-        return (student_sample(model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w),)
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w="",
+               sampler_name="euler", scheduler="simple"):
+        return (student_sample(model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w,
+                               sampler_name=sampler_name, scheduler=scheduler),)

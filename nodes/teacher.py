@@ -1,12 +1,13 @@
 """Teacher improvement: refine (rollback + a few teacher steps) or regenerate the samples
 the gate rejected, as one sub-batch, and put them back in place (nodes/improvers.py)."""
+import torch
 
 from ..schedulers.batching import take_rows
 from ..schedulers.errors import InputError, require_fraction
 from ..schedulers.record import Stage
 from ..schedulers.rollback import rollback_sigmas, strength_sigmas
 from .conditioning import subset_conditioning
-from .model_checks import check_model_fits
+from .model_checks import check_model_fits, latent_format_name, model_frame
 from .noise import initial_noise, per_sample_sampler, rollback_noise
 from .sampling import check_interrupt, ksampler_schedule, sample_with_sigmas
 from . import inputs
@@ -31,23 +32,54 @@ def teacher_start(latent, todo, strategy, source_latent, model):
     return source_rows(source_latent, todo, latent["samples"], model), source_latent.get("noise_mask")
 
 
+def student_family(model, records):
+    """The latent family the samples were made in when it is not the teacher's (None: the same family)."""
+    made_in = {r.latent_format for r in records if r.latent_format}
+    family = latent_format_name(model)
+    return "/".join(sorted(made_in)) if made_in and made_in != {family} else None
+
+
+def through_pixels(latent, todo, images, vae, teacher_vae, strategy, source_denoise):
+    """A teacher of another family: its start, in its own latent space, at the student's pixel size. refine:
+    the student's images (the gate's decode, or decoded now) encoded with the teacher's VAE; regenerate:
+    an empty teacher latent (text-to-image: the families' latents cannot share a source)."""
+    if float(source_denoise) < 1.0 and strategy == "regenerate":
+        raise InputError("source_denoise", "an editing regenerate needs a teacher of the student's family",
+                         "use strategy refine for a teacher of another family, or source_denoise 1.0")
+    pixels = [images[i] if images[i] is not None else vae.decode(latent["samples"][i:i + 1])[0] for i in todo]
+    encoded = teacher_vae.encode(torch.stack(pixels)[..., :3])
+    return encoded if strategy == "refine" else torch.zeros_like(encoded)
+
+
 def improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
-            scheduler, cfg, seed, vae, decision=None, source_latent=None, source_denoise=1.0):
+            scheduler, cfg, seed, vae, decision=None, source_latent=None, source_denoise=1.0, teacher_vae=None):
     """The teacher on the samples the gate rejected (all without a gate) -> (LATENT with every row's
-    record, decoded image and replaced version, the rows improved)."""
+    record, decoded image and replaced version, the rows improved). A teacher of another family than the
+    student's samples works through pixels (teacher_vae): its rows come back encoded with the student's
+    VAE, so the LATENT stays in the student's family, and its own decode is their image."""
     todo, records, images = rows_to_improve(latent, decision, vae)
     if not todo:
         return put_back(latent, todo, records, images, None, None, vae), todo
     n = int(latent["samples"].shape[0])
-    check_model_fits(model, "model", latent["samples"], "latent", records,
-                     {"positive": positive, "negative": negative})
+    other_family = student_family(model, records)
+    if other_family and teacher_vae is None:
+        raise InputError("teacher_vae", f"the teacher is a {latent_format_name(model)} model, the samples are "
+                         f"{other_family} latents", "connect the teacher's VAE to teacher_vae (the samples go to "
+                         "the teacher through pixels), or use a teacher of the student's family")
     warn_one_prompt(positive, records, todo, "Teacher Improve")
     index = [records[i].batch_index for i in todo]
     rounds = [records[i].noise_round for i in todo]
-    start, mask = teacher_start(latent, todo, strategy, source_latent, model)
+    if other_family:
+        start = through_pixels(latent, todo, images, vae, teacher_vae, strategy, source_denoise)
+        mask = latent.get("noise_mask")
+        check_model_fits(model, "model", start, "latent", conditioning={"positive": positive, "negative": negative})
+    else:
+        check_model_fits(model, "model", latent["samples"], "latent", records,
+                         {"positive": positive, "negative": negative})
+        start, mask = teacher_start(latent, todo, strategy, source_latent, model)
     schedule = ksampler_schedule(model, sampler_name, scheduler)
     if strategy == "refine":
-        sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback)
+        sigmas = rollback_sigmas(rollback_mode, schedule, steps, rollback, model_frame(model))
         noise = rollback_noise(seed, index, start.shape[1:], rounds)
         settings = {"strategy": strategy, "rollback_mode": rollback_mode, "rollback": float(rollback)}
     else:
@@ -55,12 +87,18 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
         noise = initial_noise(start, seed, index)
         settings = {"strategy": strategy, "source_denoise": float(source_denoise)}
     settings.update(sampler=sampler_name, scheduler=scheduler, cfg=float(cfg), seed=int(seed))
+    if other_family:
+        settings.update(teacher_family=latent_format_name(model))
     check_interrupt()
     sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device, rounds)
     rows = sample_with_sigmas(model, noise, cfg, sampler, sigmas, subset_conditioning(positive, todo, n),
                               subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n), seed)
-    return put_back(latent, todo, records, images, rows, Stage("teacher", steps=int(steps), settings=settings),
-                    vae), todo
+    stage = Stage("teacher", steps=int(steps), settings=settings)
+    if other_family:
+        new_images = teacher_vae.decode(rows)
+        return put_back(latent, todo, records, images, vae.encode(new_images[..., :3]), stage, vae,
+                        new_images=new_images), todo
+    return put_back(latent, todo, records, images, rows, stage, vae), todo
 
 
 class Improve:
@@ -111,6 +149,10 @@ class Improve:
             "source_denoise": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01,
                                          "tooltip": "regenerate only: 1.0 for text-to-image, the editing "
                                                     "strength (e.g. 0.6) for SDEdit."}),
+            "teacher_vae": ("VAE", {"tooltip": "A teacher of another family than the student (e.g. an SDXL-Lightning "
+                                               "student, a FLUX.1-dev teacher): the teacher's VAE. The rejected "
+                                               "images are encoded with it, improved at the student's pixel size, "
+                                               "and decoded with it; kept samples are untouched."}),
         }}
 
     def check_lazy_status(self, strategy, gate=None, **inputs):
@@ -123,8 +165,9 @@ class Improve:
         return [name for name in needed if name in inputs and inputs[name] is None]
 
     def run(self, model, positive, negative, latent, strategy, rollback_mode, rollback, steps, sampler_name,
-            scheduler, cfg, seed, vae, gate=None, source_latent=None, source_denoise=1.0):
+            scheduler, cfg, seed, vae, gate=None, source_latent=None, source_denoise=1.0, teacher_vae=None):
         out, todo = improve(model, positive, negative, latent, strategy, rollback_mode, rollback, steps,
-                            sampler_name, scheduler, cfg, seed, vae, gate, source_latent, source_denoise)
+                            sampler_name, scheduler, cfg, seed, vae, gate, source_latent, source_denoise,
+                            teacher_vae)
         text = report(out, gate, todo, f"teacher ({strategy}, {steps} steps)", steps)
         return {"ui": {"text": [text]}, "result": (out, images_of(out), text)}

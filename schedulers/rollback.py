@@ -4,8 +4,9 @@ Two parameterisations, both on the teacher's own scheduler:
 - `strength`: a fraction of the timestep axis, exactly ComfyUI KSampler's `denoise` (and
   diffusers img2img `strength`, which the paper's code uses): a schedule of int(R/strength)
   steps of which the last R run.
-- `vp`: Algorithm 1 of the paper, x = sqrt(1-s)*x0 + sqrt(s)*z, i.e. a start at
-  sigma = sqrt(s/(1-s)), then R steps of the scheduler's own spacing below it.
+- `vp`: Algorithm 1 of the paper, x = sqrt(1-s)*x0 + sqrt(s)*z: the noise level whose signal-to-noise
+  ratio is (1-s)/s in the model's own frame (`vp_sigma`), then R steps of the scheduler's own spacing
+  below it. The same s is the same noise level in every model family.
 
 A `schedule(n)` callable gives the scheduler's full descending n-step sigmas ending in 0
 (the host computes it; ComfyUI's KSampler sigmas for the chosen sampler and scheduler).
@@ -18,13 +19,28 @@ import torch
 from .errors import InputError, require_fraction, require_steps
 
 ROLLBACK_MODES = ("strength", "vp")
+# How a model's noisy state is written (ComfyUI's model sampling): "ve" x0 + sigma*z (EPS, V, X0 models:
+# SD1.5, SDXL), "flow" (1-sigma)*x0 + sigma*z with sigma in [0, 1] (CONST: FLUX, SD3, Qwen-Image)
+FRAMES = ("ve", "flow")
 Schedule = Callable[[int], torch.Tensor]
 
 
-def vp_sigma(s: float) -> float:
-    """Noise level of x = sqrt(1-s)*x0 + sqrt(s)*z in the variance-exploding frame x0 + sigma*z."""
+def vp_sigma(s: float, frame: str = "ve") -> float:
+    """The sigma, in the model's frame, of x = sqrt(1-s)*x0 + sqrt(s)*z: the state whose signal-to-noise
+    ratio is (1-s)/s. ve: x/sqrt(1-s) = x0 + sqrt(s/(1-s))*z. flow: x/(sqrt(s)+sqrt(1-s)) =
+    (1-t)*x0 + t*z with t = sqrt(s)/(sqrt(s)+sqrt(1-s))."""
     s = require_fraction("rollback", s)
+    if frame == "flow":
+        return math.sqrt(s) / (math.sqrt(s) + math.sqrt(1.0 - s))
+    if frame != "ve":
+        raise ValueError(f"unknown frame {frame!r}")
     return math.inf if s >= 1.0 else math.sqrt(s / (1.0 - s))
+
+
+def snr(sigma: float, frame: str) -> float:
+    """Signal-to-noise ratio (signal scale / noise scale)^2 of a state at `sigma` in `frame`."""
+    signal = 1.0 - sigma if frame == "flow" else 1.0
+    return signal * signal / (sigma * sigma)
 
 
 def strength_sigmas(schedule: Schedule, steps: int, strength: float) -> torch.Tensor:
@@ -36,11 +52,12 @@ def strength_sigmas(schedule: Schedule, steps: int, strength: float) -> torch.Te
     return schedule(int(steps / strength))[-(steps + 1):]
 
 
-def vp_sigmas(schedule: Schedule, steps: int, s: float, max_schedule_steps: int = 10000) -> torch.Tensor:
-    """Start exactly at sigma = sqrt(s/(1-s)) (capped at the schedule's top), then follow the
-    tail of the scheduler's schedule whose first kept sigma is nearest to that start."""
+def vp_sigmas(schedule: Schedule, steps: int, s: float, frame: str = "ve",
+              max_schedule_steps: int = 10000) -> torch.Tensor:
+    """Start exactly at vp_sigma(s, frame) (capped at the schedule's top), then follow the tail of the
+    scheduler's schedule whose first kept sigma is nearest to that start."""
     steps = require_steps("teacher_steps", steps)
-    start = vp_sigma(s)
+    start = vp_sigma(s, frame)
     full = schedule(steps)
     if start >= float(full[0]):
         return full
@@ -62,9 +79,11 @@ def vp_sigmas(schedule: Schedule, steps: int, s: float, max_schedule_steps: int 
     return out
 
 
-def rollback_sigmas(mode: str, schedule: Schedule, steps: int, value: float) -> torch.Tensor:
+def rollback_sigmas(mode: str, schedule: Schedule, steps: int, value: float, frame: str = "ve") -> torch.Tensor:
+    """The teacher's sigmas for refine; `frame` is the teacher's (vp only: strength is a fraction of its
+    own timestep axis, whatever the frame)."""
     if mode == "strength":
         return strength_sigmas(schedule, steps, value)
     if mode == "vp":
-        return vp_sigmas(schedule, steps, value)
+        return vp_sigmas(schedule, steps, value, frame)
     raise InputError("rollback_mode", f"unknown mode {mode!r}", f"choose one of {ROLLBACK_MODES}")

@@ -217,18 +217,24 @@ def failure(host, graph):
     return run.error
 
 
-def test_a_teacher_of_another_family_is_refused_before_sampling(host):
-    # an SDXL teacher on SD1.5 samples, with SD1.5 conditioning and with its own
+def test_a_teacher_of_another_family_needs_its_vae_and_its_conditioning(host):
+    # an SDXL teacher on SD1.5 samples without its VAE: the samples cannot reach it
     for clip in ("ckpt", "teacher"):
         err = failure(host, pipeline(teacher_ckpt=TINY_SDXL, teacher_clip=clip))
-        assert ("model: is a SDXL model but the samples were made in the SD15 latent space. "
-                "Fix: use a SD15 model") in err, err
+        assert ("teacher_vae: the teacher is a SDXL model, the samples are SD15 latents. "
+                "Fix: connect the teacher's VAE to teacher_vae") in err, err
+    # with its VAE but the student's conditioning
+    g = pipeline(teacher_ckpt=TINY_SDXL, teacher_clip="ckpt")
+    g["node"]["inputs"]["teacher_vae"] = ["teacher", 2]
+    err = failure(host, g)
+    assert "positive: is 768 wide but model (SDXL) expects 2048" in err, err
     # the right family, the wrong text encoder
     g = pipeline()
     g["sdxl"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SDXL}}
     g["tpos"]["inputs"]["clip"] = ["sdxl", 1]
     err = failure(host, g)
-    assert "positive: is 2048 wide but model (SD15) expects 768. Fix: encode it with the CLIP that comes with the SD15 model" in err
+    assert ("positive: is 2048 wide but model (SD15) expects 768. "
+            "Fix: encode it with the text encoder(s) of the SD15 model") in err
 
 
 def test_a_student_given_another_familys_conditioning_is_refused(host):
