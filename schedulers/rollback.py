@@ -37,6 +37,13 @@ def vp_sigma(s: float, frame: str = "ve") -> float:
     return math.inf if s >= 1.0 else math.sqrt(s / (1.0 - s))
 
 
+def vp_level(sigma: float, frame: str = "ve") -> float:
+    """The inverse of vp_sigma: the s of Algorithm 1 whose state a sigma of this frame is."""
+    if frame == "flow":
+        return sigma * sigma / (sigma * sigma + (1.0 - sigma) ** 2)
+    return sigma * sigma / (1.0 + sigma * sigma)
+
+
 def snr(sigma: float, frame: str) -> float:
     """Signal-to-noise ratio (signal scale / noise scale)^2 of a state at `sigma` in `frame`."""
     signal = 1.0 - sigma if frame == "flow" else 1.0

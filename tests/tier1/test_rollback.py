@@ -121,3 +121,10 @@ def test_strength_is_the_same_fraction_of_the_timestep_axis_in_every_frame():
     out = rollback_sigmas("strength", flow_like, 4, 0.5, frame="flow")
     assert torch.equal(out, flow_like(8)[-5:])
     assert float(out[0]) == pytest.approx(0.75, abs=1e-6)
+
+
+@pytest.mark.parametrize("frame", ["ve", "flow"])
+@pytest.mark.parametrize("s", [0.05, 0.3, 0.5, 0.77, 0.95])
+def test_vp_level_inverts_vp_sigma(frame, s):
+    from student_teacher.schedulers.rollback import vp_level
+    assert vp_level(vp_sigma(s, frame), frame) == pytest.approx(s, rel=1e-9)
