@@ -5,7 +5,7 @@ import uuid
 
 import comfy.model_management as mm
 
-from ..schedulers.memory import gib, room_for_copy
+from ..schedulers.memory import copy_pays_off, gib, room_for_copy
 from .common import CATEGORY
 
 log = logging.getLogger(__name__)
@@ -28,6 +28,14 @@ def with_own_weights(model):
                     "student shares the teacher's weights and is re-patched on every queue", gib(size), gib(free),
                     where)
         return model
+    load = model.load_device
+    if load != where:  # a GPU: the copy pays only if student and teacher both stay loaded on it
+        free_load = mm.get_free_memory(load)
+        if not copy_pays_off(size, free_load):
+            log.warning("Separate Student Weights: student and teacher (2 x %s) do not both fit in the %s free on "
+                        "%s, so a copy would be moved in and out every queue; the student shares the teacher's "
+                        "weights and is re-patched on every queue (faster there)", gib(size), gib(free_load), load)
+            return model
     own = model.clone()
     # copied together, so an object patch that wraps the model's own modules (a guided student's w
     # embedding around the time MLP) wraps the copy's, and a LoRA on the copy leaves the original alone
@@ -45,8 +53,10 @@ class SeparateStudentWeights:
                    "student merges the LoRA into the weights the teacher shares and loading the teacher takes it "
                    "out again (3-4 s a queue for full-size SD1.5 on a 2-core CPU, bench/bench_pipeline.py). "
                    "Costs one more UNet in memory (SD1.5 ~1.7 GB, SDXL ~5 GB in fp16), made once and kept while "
-                   "the inputs stay the same; when the copy would not leave 2 GiB free, the student keeps sharing "
-                   "(a warning says so). The student's samples are unchanged.")
+                   "the inputs stay the same. The student keeps sharing (a warning says so) when the copy would not "
+                   "leave 2 GiB free, or when on a GPU student and teacher would not both stay loaded (FLUX, "
+                   "Qwen-Image: moving a 24-40 GB copy in and out costs more than re-patching). The student's "
+                   "samples are unchanged.")
     CATEGORY = CATEGORY
     FUNCTION = "separate"
     RETURN_TYPES = ("MODEL",)

@@ -13,5 +13,13 @@ def room_for_copy(model_bytes: int, free_bytes: int, headroom_bytes: int = HEADR
     return free_bytes - model_bytes >= headroom_bytes
 
 
+def copy_pays_off(model_bytes: int, free_on_load_device: int, headroom_bytes: int = HEADROOM_BYTES) -> bool:
+    """On a GPU, the student's own copy saves the per-queue re-patch only when student and teacher both stay
+    loaded there: two copies beside the headroom. Otherwise ComfyUI moves a whole model in and out each queue,
+    which costs more than re-patching the shared weights in place (FLUX 12B, Qwen-Image 20B on any GPU below
+    ~60 GB; bench/bench_repatch.py)."""
+    return room_for_copy(2 * model_bytes, free_on_load_device, headroom_bytes)
+
+
 def gib(n_bytes: int) -> str:
     return f"{n_bytes / GiB:.1f} GiB"

@@ -22,3 +22,11 @@ def test_negative_sizes_are_refused():
 
 def test_gib_formats_for_messages():
     assert gib(int(1.5 * GiB)) == "1.5 GiB"
+
+
+def test_on_a_gpu_a_copy_pays_only_if_student_and_teacher_both_stay_loaded():
+    from student_teacher.schedulers.memory import copy_pays_off
+    assert copy_pays_off(2 * GiB, 24 * GiB)          # SD1.5 on a 24 GB card: both stay
+    assert copy_pays_off(5 * GiB, 24 * GiB)          # SDXL
+    assert not copy_pays_off(24 * GiB, 40 * GiB)     # FLUX.1 bf16 on a 48 GB card (40 GiB free)
+    assert not copy_pays_off(41 * GiB, 80 * GiB)     # Qwen-Image bf16 on an 80 GB card
