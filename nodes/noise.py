@@ -7,6 +7,7 @@ import torch
 import comfy.sample
 import comfy.samplers
 
+from ..schedulers.errors import InputError
 from ..schedulers.noise import PerSampleNoise, Stream
 
 
@@ -35,6 +36,22 @@ def noised_latent(model, x0, noise, sigma):
     x_in = model.get_model_object("process_latent_in")(x0)
     noised = ms.noise_scaling(sigma.to(x_in.dtype), noise.to(x_in), x_in, max_denoise=at_top)
     return model.get_model_object("process_latent_out")(noised)
+
+
+def sampler_custom_start(model, noised, sigma):
+    """The LATENT to give core SamplerCustom (add_noise off) so that it starts from `noised`: its sampler
+    scales even a noise-free start by noise_scaling(sigma, 0, x), which is x in the ve frame but
+    (1 - sigma) x in the flow frame (FLUX, SD3, Qwen-Image); the start is divided by that factor."""
+    ms = model.get_model_object("model_sampling")
+    kept = float(ms.noise_scaling(sigma.float().cpu(), torch.zeros(1), torch.ones(1)))
+    if kept == 1.0:
+        return noised
+    if kept <= 0.0:
+        raise InputError("rollback", f"goes back to pure noise (sigma {float(sigma):g}) on this flow model, which "
+                         "core SamplerCustom cannot start from without adding noise itself",
+                         "use a smaller rollback, or Teacher Improve's regenerate")
+    x_in = model.get_model_object("process_latent_in")(noised)
+    return model.get_model_object("process_latent_out")(x_in / kept)
 
 
 def per_sample_sampler(sampler_name, seed, batch_index, sample_shape, device, rounds=0,

@@ -3,7 +3,7 @@ from ..schedulers.batching import batch_indices
 from ..schedulers.record import bare_records, records_of
 from ..schedulers.rollback import rollback_sigmas
 from .model_checks import check_model_fits, model_frame
-from .noise import noised_latent, rollback_noise
+from .noise import noised_latent, rollback_noise, sampler_custom_start
 from .sampling import ksampler_schedule
 from . import inputs
 from .common import CATEGORY
@@ -19,18 +19,21 @@ def add_rollback_noise(model, latent, mode, value, steps, sampler_name, schedule
     x0 = latent["samples"]
     records = records or bare_records(batch_indices(latent))
     noise = rollback_noise(seed, [r.batch_index for r in records], x0.shape[1:], [r.noise_round for r in records])
-    return {**latent, "samples": noised_latent(model, x0, noise, sigmas[0])}, sigmas
+    start = sampler_custom_start(model, noised_latent(model, x0, noise, sigmas[0]), sigmas[0])
+    return {**latent, "samples": start}, sigmas
 
 
 class RollbackNoise:
     DESCRIPTION = ("Adds rollback noise to the student's samples and outputs the teacher's SIGMAS from "
                    "that noise level, for core SamplerCustom (set its add_noise to disable and give it the "
-                   "same sampler). Same noise and sigmas as Teacher Improve's refine with the same seed.")
+                   "same sampler). Same noise and sigmas as Teacher Improve's refine with the same seed, in every "
+                   "family: on flow models (FLUX, SD3, Qwen-Image) the latent is divided by (1 - sigma), because "
+                   "SamplerCustom scales its start by that factor there.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("LATENT", "SIGMAS")
     RETURN_NAMES = ("noised_latent", "sigmas")
-    OUTPUT_TOOLTIPS = ("The student samples at the rollback noise level.",
+    OUTPUT_TOOLTIPS = ("The student samples at the rollback noise level, as SamplerCustom (add_noise off) takes them.",
                        "The teacher's schedule from that level down to 0.")
 
     @classmethod

@@ -53,7 +53,8 @@ MODELS_ENV_VAR = "TINY_MODELS_DIR"
 SKIP_REASON = "tier 2 needs COMFYUI_PATH=<ComfyUI checkout> (see README, 'Tests')"
 
 # model folders the harness registers under its models root (merged with existing entries)
-MODEL_FOLDERS = ("checkpoints", "diffusion_models", "loras", "controlnet", "vae", "image_reward", "oracles")
+MODEL_FOLDERS = ("checkpoints", "diffusion_models", "loras", "controlnet", "vae", "text_encoders", "image_reward",
+                 "oracles")
 
 
 def comfyui_path() -> Optional[str]:

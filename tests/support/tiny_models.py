@@ -32,6 +32,28 @@ TINY_CLIP = "tiny_clip_vit.safetensors"           # transformers layout, read as
 # keeping the layer under the name stable-diffusion.cpp meets in converted files
 TINY_GUIDED_SD15_UNET = "tiny_guided_sd15_unet.safetensors"
 TINY_GUIDED_SDXL = "tiny_guided_sdxl.safetensors"
+# flow-matching families (diffusion_models/, vae/, text_encoders/). ComfyUI 0.3.64's detection fixes Flux's
+# widths (hidden 3072, 24 heads, context 4096: comfy/model_detection.py:190-193) and Qwen-Image's (24x128
+# heads, joint 3584: the QwenImageTransformer2DModel defaults), and Wan 2.1's VAE is always dim 96
+# (comfy/sd.py:496): those files are full width with the fewest blocks detection allows, in torch.save
+# format with every big weight a view of a short vector (_compact_state_dict), hence ".pt" (a few MB on
+# disk, full size in memory). SD3's MMDiT takes its widths from the weights: genuinely tiny.
+TINY_FLUX_SCHNELL = "tiny_flux_schnell.pt"
+TINY_FLUX_DEV = "tiny_flux_dev.pt"
+TINY_SD3 = "tiny_sd3.safetensors"
+TINY_QWEN_IMAGE = "tiny_qwen_image.pt"
+TINY_VAE_FLUX = "tiny_vae_flux.safetensors"              # 16-channel TAESD, Flux scale/shift
+TINY_VAE_SD3 = "tiny_vae_sd3.safetensors"                # 16-channel TAESD, SD3 scale/shift
+TINY_VAE_QWEN_IMAGE = "tiny_vae_qwen_image.pt"           # Wan 2.1 VAE (5-D latents)
+# a full-size random CLIP-L (SD1ClipModel's), for CLIPLoader type "sd3": [1, 77, 4096] (zero-padded) and
+# pooled [1, 2048] (CLIP-L's 768 + zeros), which feeds tiny_sd3 and tiny_flux_* (Flux reads pooled[:, :768])
+TINY_CLIP_L = "tiny_clip_l.safetensors"
+# full-width CLIP-G and T5-XXL (compact .pt): with tiny_clip_l they make the real encoder sets, so the shipped
+# graphs run unchanged (DualCLIPLoader flux: clip_l + t5xxl; TripleCLIPLoader: clip_l + clip_g + t5xxl;
+# DualCLIPLoader sd3: clip_l + clip_g). CLIP-G is 695M parameters (1.4 GB in memory, fp16); T5-XXL is 4.76B
+# (9.5 GB in memory, ~10 s to load and ~30 s per CLIPTextEncodeFlux on 2 CPU cores): use T5 sparingly
+TINY_CLIP_G = "tiny_clip_g.pt"
+TINY_T5XXL = "tiny_t5xxl.pt"
 
 # bump when a builder changes: files in a persistent TINY_MODELS_DIR are then rebuilt
 BUILDER_VERSION = 3
@@ -108,12 +130,12 @@ def _diffusion_model_sd(model_config_cls, unet_cfg: dict, seed: int):
     return model_config, model
 
 
-def _taesd_sd(seed: int, latent_format) -> dict:
+def _taesd_sd(seed: int, latent_format, latent_channels: int = 4) -> dict:
     """TAESD weights as a checkpoint's VAE; vae_scale/vae_shift as ComfyUI's VAELoader sets them
-    for taesd/taesdxl (the latent format's scale and shift)."""
+    for taesd/taesdxl/taesd3/taef1 (the latent format's scale and shift)."""
     import torch
     import comfy.taesd.taesd
-    taesd = _init_module_(comfy.taesd.taesd.TAESD(latent_channels=4), seed)
+    taesd = _init_module_(comfy.taesd.taesd.TAESD(latent_channels=latent_channels), seed)
     # a random decoder's output is ~0 (all-black images every sample): widen its last layer
     # so images are mid-grey and differ from latent to latent, as an oracle needs
     last = [m for m in taesd.taesd_decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
@@ -271,6 +293,173 @@ def _clip_builder(layout: str, seed: int):
     return build
 
 
+# --- flow-matching families ---------------------------------------------------------------
+
+# what comfy.model_detection.detect_unet_config returns for the files below (the builders check it)
+FLUX_DIT = {"image_model": "flux", "in_channels": 16, "patch_size": 2, "out_channels": 16, "vec_in_dim": 768,
+            "context_in_dim": 4096, "hidden_size": 3072, "mlp_ratio": 4.0, "num_heads": 24, "depth": 1,
+            "depth_single_blocks": 1, "axes_dim": [16, 56, 56], "theta": 10000, "qkv_bias": True,
+            "guidance_embed": False}
+# SD3 MMDiT: hidden 64 * depth (1 head of 64), context/pooled widths from the weights: those of
+# CLIPLoader type "sd3" (what SD3's own text encoders give, T5 absent: 4096 / 768 + 1280)
+SD3_DIT = {"in_channels": 16, "patch_size": 2, "out_channels": 16, "depth": 1, "input_size": None,
+           "adm_in_channels": 2048,
+           "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 4096, "out_features": 64}},
+           "num_patches": 32 * 32, "pos_embed_max_size": 32,  # latents up to 64x64 (512 px)
+           "pos_embed_scaling_factor": None, "x_block_self_attn_layers": []}
+QWEN_IMAGE_DIT = {"image_model": "qwen_image", "in_channels": 64, "num_layers": 1}
+WAN21_VAE = {"dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [],
+             "temperal_downsample": [False, True, True], "dropout": 0.0}  # comfy/sd.py's Wan 2.1 config
+
+_COMPACT_MIN = 1 << 16  # tensors with more elements are views of a short vector
+
+
+def _compact_state_dict(shapes: Dict[str, tuple], seed: int, dtype) -> dict:
+    """Random weights for a full-width model that torch.save stores in a few MB: norm gains (1-D
+    weights, *.scale, *.gamma) 1, other 1-D tensors (biases) 0, small weights uniform(+-1/sqrt(fan_in)),
+    and every weight over _COMPACT_MIN elements a Hankel view W[o, i...] = v[o + flat(i...)] of one
+    uniform(+-1/sqrt(fan_in)) vector of out + fan_in - 1 numbers (full rank; torch.save keeps a view's
+    storage, offset and strides, and ComfyUI's load_torch_file reads it back with weights_only=True)."""
+    import math
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, shape in shapes.items():
+        shape = tuple(shape)
+        leaf = k.rsplit(".", 1)[-1]
+        if leaf in ("scale", "gamma") or (len(shape) == 1 and leaf == "weight"):
+            sd[k] = torch.ones(shape, dtype=dtype)
+            continue
+        if len(shape) < 2:
+            sd[k] = torch.zeros(shape, dtype=dtype)
+            continue
+        fan_in = math.prod(shape[1:])
+        bound = 1.0 / math.sqrt(fan_in)
+        if math.prod(shape) <= _COMPACT_MIN:
+            sd[k] = ((torch.rand(shape, generator=g) * 2 - 1) * bound).to(dtype)
+            continue
+        v = ((torch.rand(shape[0] + fan_in - 1, generator=g) * 2 - 1) * bound).to(dtype)
+        strides = [1] * len(shape)
+        for d in range(len(shape) - 2, 0, -1):
+            strides[d] = strides[d + 1] * shape[d + 1]
+        strides[0] = 1
+        sd[k] = v.as_strided(shape, strides)
+    return sd
+
+
+def _save_compact(sd: dict, path: str):
+    import torch
+    tmp = path + ".part"
+    torch.save(sd, tmp)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _meta_shapes(module_factory) -> Dict[str, tuple]:
+    import torch
+    with torch.device("meta"):
+        module = module_factory()
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _check_detected(sd: dict, expected_cls: str, expected_cfg: Optional[dict] = None):
+    """ComfyUI's own detection must read `sd` as `expected_cls` (with exactly `expected_cfg`)."""
+    import comfy.model_detection
+    cfg = comfy.model_detection.detect_unet_config(sd, "")
+    mc = comfy.model_detection.model_config_from_unet(sd, "")
+    got = type(mc).__name__ if mc is not None else None
+    if got != expected_cls or (expected_cfg is not None and cfg != expected_cfg):
+        raise RuntimeError(f"ComfyUI detects {got} {cfg}, not {expected_cls} {expected_cfg}")
+
+
+def _build_compact_dit(path, model_config_cls, dit_cfg: dict, seed: int):
+    import torch
+    model_config = model_config_cls(dict(dit_cfg))
+    shapes = _meta_shapes(lambda: model_config.get_model({}, device="meta").diffusion_model)
+    sd = _compact_state_dict(shapes, seed, torch.float16)
+    _check_detected(sd, model_config_cls.__name__, dit_cfg)
+    _save_compact(sd, path)
+
+
+def _build_flux_schnell(path):
+    import comfy.supported_models
+    _build_compact_dit(path, comfy.supported_models.FluxSchnell, FLUX_DIT, SEED + 60)
+
+
+def _build_flux_dev(path):
+    import comfy.supported_models
+    _build_compact_dit(path, comfy.supported_models.Flux, {**FLUX_DIT, "guidance_embed": True}, SEED + 61)
+
+
+def _build_qwen_image(path):
+    import comfy.supported_models
+    _build_compact_dit(path, comfy.supported_models.QwenImage, QWEN_IMAGE_DIT, SEED + 62)
+
+
+def _build_sd3(path):
+    import torch
+    import comfy.supported_models
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    _, model = _diffusion_model_sd(comfy.supported_models.SD3, SD3_DIT, SEED + 63)
+    sd = {k: v.to(torch.float16) for k, v in model.diffusion_model.state_dict().items()}
+    # pos_embed is a buffer (torch.empty, left alone by _init_module_): the fixed sin-cos table real SD3 files hold
+    sd["pos_embed"] = torch.from_numpy(mmdit.get_2d_sincos_pos_embed(
+        sd["pos_embed"].shape[-1], SD3_DIT["pos_embed_max_size"])).to(torch.float16).unsqueeze(0)
+    _check_detected(sd, "SD3", SD3_DIT)
+    _save(sd, path, {"st_tiny": f"v{BUILDER_VERSION}"}, dtype=torch.float16)
+    del model
+
+
+def _taesd16_builder(latent_format_name: str, seed: int):
+    def build(path):
+        import torch
+        import comfy.latent_formats
+        sd = _taesd_sd(seed, getattr(comfy.latent_formats, latent_format_name)(), latent_channels=16)
+        _save(sd, path, {"st_tiny": f"v{BUILDER_VERSION}"}, dtype=torch.float16)
+    return build
+
+
+def _build_vae_qwen_image(path):
+    """Wan 2.1's VAE (Qwen-Image's), full width: VAELoader knows it by decoder.middle.0.residual.0.gamma."""
+    import torch
+    import comfy.ldm.wan.vae
+    shapes = _meta_shapes(lambda: comfy.ldm.wan.vae.WanVAE(**WAN21_VAE))
+    _save_compact(_compact_state_dict(shapes, SEED + 70, torch.float16), path)
+
+
+def _build_clip_l(path):
+    """A standalone CLIP-L text encoder (text_model.* keys, as clip_l.safetensors): SD1ClipModel's,
+    randomly initialised."""
+    import torch
+    import comfy.sd1_clip
+    clip = _init_module_(comfy.sd1_clip.SD1ClipModel(device="cpu", dtype=torch.float16), SEED + 71)
+    prefix = "clip_l.transformer."
+    sd = {k[len(prefix):]: v for k, v in clip.state_dict().items() if k.startswith(prefix)}
+    _save(sd, path, {"st_tiny": f"v{BUILDER_VERSION}"}, dtype=torch.float16)
+    del clip, sd
+
+
+def _compact_text_encoder_builder(module_factory, prefix: str, seed: int):
+    """A standalone text-encoder file (the keys of the released clip_g / t5xxl files: ComfyUI's class's
+    state dict under `prefix`), compact full-width weights."""
+    def build(path):
+        import torch
+        shapes = _meta_shapes(lambda: module_factory()(device="meta", dtype=torch.float16))
+        shapes = {k[len(prefix):]: v for k, v in shapes.items() if k.startswith(prefix)}
+        _save_compact(_compact_state_dict(shapes, seed, torch.float16), path)
+    return build
+
+
+def _clip_g_cls():
+    import comfy.sdxl_clip
+    return comfy.sdxl_clip.SDXLClipG
+
+
+def _t5xxl_cls():
+    import comfy.text_encoders.sd3_clip
+    return comfy.text_encoders.sd3_clip.T5XXLModel
+
+
 # name -> (model folder, builder)
 TINY_MODELS: Dict[str, tuple] = {
     TINY_SD15: ("checkpoints", _build_sd15),
@@ -285,6 +474,16 @@ TINY_MODELS: Dict[str, tuple] = {
     TINY_CLIP: ("oracles", _clip_builder("transformers", 9)),  # seed 9: cosines > 0, CLIP scores not all clipped
     TINY_GUIDED_SD15_UNET: ("diffusion_models", _build_guided_sd15_unet),
     TINY_GUIDED_SDXL: ("checkpoints", _build_guided_sdxl),
+    TINY_FLUX_SCHNELL: ("diffusion_models", _build_flux_schnell),
+    TINY_FLUX_DEV: ("diffusion_models", _build_flux_dev),
+    TINY_SD3: ("diffusion_models", _build_sd3),
+    TINY_QWEN_IMAGE: ("diffusion_models", _build_qwen_image),
+    TINY_VAE_FLUX: ("vae", _taesd16_builder("Flux", SEED + 64)),
+    TINY_VAE_SD3: ("vae", _taesd16_builder("SD3", SEED + 65)),
+    TINY_VAE_QWEN_IMAGE: ("vae", _build_vae_qwen_image),
+    TINY_CLIP_L: ("text_encoders", _build_clip_l),
+    TINY_CLIP_G: ("text_encoders", _compact_text_encoder_builder(_clip_g_cls, "transformer.", SEED + 72)),
+    TINY_T5XXL: ("text_encoders", _compact_text_encoder_builder(_t5xxl_cls, "transformer.", SEED + 73)),
 }
 
 
