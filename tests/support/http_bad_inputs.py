@@ -31,6 +31,9 @@ import aiohttp
 P = "StudentTeacher"
 SD15, SDXL, ORACLE = "tiny_sd15.safetensors", "tiny_sdxl.safetensors", "tiny_image_reward.safetensors"
 GUIDED = "tiny_guided_sd15_unet.safetensors"
+# FLUX (diffusion_models/, vae/) and a CLIP-L text encoder (text_encoders/) read as SD3's: 4096-wide text
+FLUX_SCHNELL, FLUX_DEV, FLUX_VAE, CLIP_L = ("tiny_flux_schnell.pt", "tiny_flux_dev.pt", "tiny_vae_flux.safetensors",
+                                            "tiny_clip_l.safetensors")
 PICKSCORE = "tiny_pickscore.safetensors"  # in models/oracles/
 PAPER = "lcm_sdxl_4steps_paper.json"
 # user files the server is given (start_server writes them): none may be changed, and the payload never runs
@@ -90,6 +93,37 @@ def rollback_node(**inputs):
                "inputs": {"latent": ["empty", 0], "model": ["ckpt", 0], "rollback_mode": "strength", "rollback": 0.5,
                           "steps": 4, "sampler_name": "euler", "scheduler": "normal", "seed": 0, **inputs}}
     g["out"] = {"class_type": "PreviewAny", "inputs": {"source": ["rb", 1]}}
+    return g
+
+
+def flux(guidance=None, batch=2):
+    """FLUX.1-schnell student (schedule sampler, euler + simple), gate, FLUX.1-dev teacher (cfg 1; its
+    positive through FluxGuidance when `guidance` is given)."""
+    g = base(batch)
+    g.update({
+        "fte": {"class_type": "CLIPLoader", "inputs": {"clip_name": CLIP_L, "type": "sd3", "device": "default"}},
+        "fpos": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["fte", 0], "text": "a red cube"}},
+        "fneg": {"class_type": "CLIPTextEncode", "inputs": {"clip": ["fte", 0], "text": ""}},
+        "schnell": {"class_type": "UNETLoader", "inputs": {"unet_name": FLUX_SCHNELL, "weight_dtype": "default"}},
+        "dev": {"class_type": "UNETLoader", "inputs": {"unet_name": FLUX_DEV, "weight_dtype": "default"}},
+        "fvae": {"class_type": "VAELoader", "inputs": {"vae_name": FLUX_VAE}},
+        "fempty": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": batch}},
+    })
+    tpos = ["fpos", 0]
+    if guidance is not None:
+        g["fguide"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": ["fpos", 0], "guidance": guidance}}
+        tpos = ["fguide", 0]
+    with_inputs(g, "student", model=["schnell", 0], positive=["fpos", 0], negative=["fneg", 0],
+                latent_image=["fempty", 0], schedule="sampler", sampler_name="euler", scheduler="simple")
+    with_inputs(g, "gate", vae=["fvae", 0])
+    with_inputs(g, "teacher", model=["dev", 0], positive=tpos, negative=["fneg", 0], vae=["fvae", 0], cfg=1.0,
+                scheduler="simple", rollback_mode="vp", source_latent=["fempty", 0])
+    return g
+
+
+def flux_rollback(**inputs):
+    g = rollback_node(model=["dev", 0], latent=["fempty", 0], scheduler="simple", **inputs)
+    g.update({k: v for k, v in flux().items() if k in ("dev", "fempty")})
     return g
 
 
@@ -251,7 +285,21 @@ CASES = [
     ("budget above refine-all", lambda: with_inputs(base(), "gate", threshold_mode="budget", calibration=PAPER,
                                                     budget=100.0), "budget", True),
     ("budget with a core latent", core_latent_budget, "student_steps", True),
-    ("SDXL teacher on SD1.5 samples", lambda: with_inputs(base(), "teacher", model=["xl", 0]), "model", True),
+    ("SDXL teacher on SD1.5 samples, no teacher_vae", lambda: with_inputs(base(), "teacher", model=["xl", 0]),
+     "teacher_vae", True),
+    ("other-family teacher, editing regenerate", lambda: with_inputs(base(), "teacher", model=["xl", 0],
+                                                                     teacher_vae=["xl", 2], strategy="regenerate",
+                                                                     source_denoise=0.5), "source_denoise", True),
+    ("FLUX student on the lcm schedule", lambda: with_inputs(flux(), "student", schedule="lcm"), "model", True),
+    ("FLUX student on the turbo schedule", lambda: with_inputs(flux(), "student", schedule="turbo"), "model", True),
+    ("FLUX student given SD1.5 text", lambda: with_inputs(flux(), "student", positive=["pos", 0]), "positive", True),
+    ("FLUX teacher on SD1.5 samples, no teacher_vae", lambda: with_inputs(flux(), "student", model=["ckpt", 0],
+                                                                          positive=["pos", 0], negative=["neg", 0],
+                                                                          latent_image=["empty", 0]),
+     "teacher_vae", True),
+    ("FLUX rollback to pure noise for SamplerCustom", lambda: flux_rollback(rollback=1.0), "rollback", True),
+    ("student sampler not a sampler", lambda: with_inputs(flux(), "student", sampler_name="warp"), "sampler_name",
+     False),
     ("SD1.5 teacher given SDXL text", lambda: xl_text(base(), "teacher", "positive"), "positive", True),
     ("student given SDXL text", lambda: xl_text(base(), "student", "positive"), "positive", True),
     ("regenerate without source", lambda: without(with_inputs(base(), "teacher", strategy="regenerate"), "teacher",
@@ -297,6 +345,16 @@ CASES = [
 ]
 
 
+# graphs on the new paths that must RUN (name, graph)
+GOOD = [
+    ("FLUX schnell -> gate -> FLUX dev + FluxGuidance", lambda: flux(guidance=3.5)),
+    ("FLUX dev teacher without FluxGuidance (3.5)", lambda: flux()),
+    ("SD1.5 student -> SDXL teacher via teacher_vae", lambda: xl_text(xl_text(
+        with_inputs(base(), "teacher", model=["xl", 0], teacher_vae=["xl", 2]), "teacher", "positive"),
+        "teacher", "negative")),
+]
+
+
 # --- the server ------------------------------------------------------------------------------------
 
 def free_port():
@@ -322,6 +380,7 @@ def start_server(comfyui, python, models, work, port, pack):
     with open(config, "w") as f:
         f.write(f"tiny:\n    checkpoints: {models}/checkpoints\n"
                 f"    diffusion_models: |\n        {models}/diffusion_models\n        {work}/diffusion_models\n"
+                f"    vae: {models}/vae\n    text_encoders: {models}/text_encoders\n"
                 f"    image_reward: |\n        {models}/image_reward\n"
                 f"        {oracle_dir}\n    oracles: {models}/oracles\n    image_reward_calibration: {cal}\n"
                 f"    student_teacher_prompts: {work}/prompts\n    custom_nodes: {nodes_dir}\n")
@@ -489,6 +548,9 @@ async def check(url, server, work, verbose=True):
             print(f"server ready in {boot:.1f} s at {url}", flush=True)
         kind, text = await client.run(base())
         report(kind == "success", "a good graph runs", kind)
+        for name, make in GOOD:
+            kind, text = await client.run(make())
+            report(kind == "success", name, kind + (f": {text.strip().splitlines()[-1][:160]}" if text.strip() else ""))
         for name, make, input_name, own_fix in CASES:
             kind, text = await client.run(make())
             problem = judge(kind, text, input_name, own_fix)
