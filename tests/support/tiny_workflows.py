@@ -18,8 +18,9 @@ import os
 import sys
 
 import workflows as W
-from tiny_models import (TINY_CONTROLNET_SD15, TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15,
-                         TINY_LCM_LORA_SDXL, TINY_SD15, TINY_SDXL, TINY_SDXL_REFINER)
+from tiny_models import (TINY_CLIP_G, TINY_CLIP_L, TINY_CONTROLNET_SD15, TINY_FLUX_DEV, TINY_FLUX_SCHNELL,
+                         TINY_GUIDED_SD15_UNET, TINY_IMAGE_REWARD, TINY_LCM_LORA_SD15, TINY_LCM_LORA_SDXL, TINY_SD3,
+                         TINY_SD15, TINY_SDXL, TINY_SDXL_REFINER, TINY_T5XXL, TINY_VAE_FLUX, TINY_VAE_SD3)
 
 
 def ckpt_for(name: str) -> str:
@@ -36,16 +37,41 @@ def lora_for(name: str) -> str:
     return TINY_LCM_LORA_SDXL if "xl" in name.lower() else TINY_LCM_LORA_SD15
 
 
+def unet_for(name: str) -> str:
+    n = name.lower()
+    if "flux" in n:
+        return TINY_FLUX_SCHNELL if "schnell" in n else TINY_FLUX_DEV
+    if "sd3" in n:
+        return TINY_SD3
+    return TINY_GUIDED_SD15_UNET
+
+
+def vae_for(name: str) -> str:
+    return TINY_VAE_SD3 if "sd3" in name.lower() else TINY_VAE_FLUX  # FLUX's is ae.safetensors
+
+
 # Every workflow's substitutions: {"[Class.]input": value or f(class, input, old)}.
 SUBSTITUTIONS = {
     "ckpt_name": lambda cls, name, old: ckpt_for(old),
     "lora_name": lambda cls, name, old: lora_for(old),
     "control_net_name": TINY_CONTROLNET_SD15,
-    "unet_name": TINY_GUIDED_SD15_UNET,
+    "unet_name": lambda cls, name, old: unet_for(old),
+    "vae_name": lambda cls, name, old: vae_for(old),
+    # FLUX's text encoders: T5-XXL has a fixed 4.7B-parameter size, so the CLIP-L alone stands in, read as
+    # SD3's (4096-wide text, as FLUX takes)
+    "DualCLIPLoader.clip_name1": TINY_CLIP_L,
+    "DualCLIPLoader.clip_name2": TINY_CLIP_L,
+    "DualCLIPLoader.type": "sd3",
+    # SD3's three: T5-XXL at its fixed size (a CLIP in its place gives NaN text; ~10 GB while it runs)
+    "TripleCLIPLoader.clip_name1": TINY_CLIP_L,
+    "TripleCLIPLoader.clip_name2": TINY_CLIP_G,
+    "TripleCLIPLoader.clip_name3": TINY_T5XXL,
     "oracle_file": TINY_IMAGE_REWARD,
     # small images: the tiny models are about wiring, not quality
     "EmptyLatentImage.width": 64,
     "EmptyLatentImage.height": 64,
+    "EmptySD3LatentImage.width": 64,
+    "EmptySD3LatentImage.height": 64,
     "StudentTeacherCalibrateThreshold.max_prompts": 2,
     "StudentTeacherCalibrateThreshold.width": 64,
     "StudentTeacherCalibrateThreshold.height": 64,
@@ -84,7 +110,7 @@ def tiny_prompt(path, schemas):
 def tiny_files(prompt):
     """The tiny model files a prompt loads (to build them first)."""
     return sorted({v for node in prompt.values() for v in node["inputs"].values()
-                   if isinstance(v, str) and v.startswith("tiny_") and v.endswith(".safetensors")})
+                   if isinstance(v, str) and v.startswith("tiny_") and v.endswith((".safetensors", ".pt"))})
 
 
 def digest(value) -> str:
@@ -139,14 +165,16 @@ def link_models(tiny_dir, out_dir):
     whose extension would make ComfyUI read them another way, .pt/.pth, are left to --substitute, which
     names the tiny file: those are linked under their own names too)."""
     schemas = W.load_schemas()
-    folders = {"ckpt_name": "checkpoints", "lora_name": "loras", "unet_name": "diffusion_models"}
+    folders = {"ckpt_name": "checkpoints", "lora_name": "loras", "unet_name": "diffusion_models", "vae_name": "vae",
+               "clip_name1": "text_encoders", "clip_name2": "text_encoders", "clip_name3": "text_encoders"}
     for path in W.SHIPPED:
         real = W.to_api(W.load(path), schemas)
         tiny = tiny_prompt(path, schemas)
         for nid, node in real.items():
             for name, folder in folders.items():
                 value = node["inputs"].get(name)
-                if isinstance(value, str) and value.endswith(".safetensors"):
+                if isinstance(value, str) and value.endswith(".safetensors") and \
+                        tiny[nid]["inputs"][name].endswith(".safetensors"):
                     _link(os.path.join(tiny_dir, folder, tiny[nid]["inputs"][name]),
                           os.path.join(out_dir, folder, value))
     for folder in os.listdir(tiny_dir):  # and every tiny file under its own name, for --substitute

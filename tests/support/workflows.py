@@ -157,10 +157,14 @@ FILE_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".json", ".tx
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")
 
 
+NOT_FILES = ("pixel_space",)  # entries a bare install's file list holds that are not files
+
+
 def is_file_combo(choices: list) -> bool:
     """A COMBO of the install's files (models, calibrations, images): any file name is acceptable there
-    (the snapshot lists none, or only the pack's presets)."""
-    return not choices or any(str(c).lower().endswith(FILE_EXTENSIONS) for c in choices)
+    (the snapshot lists none, or only the pack's presets, or only VAELoader's built-in 'pixel_space')."""
+    files = [c for c in choices if c not in NOT_FILES]
+    return not files or any(str(c).lower().endswith(FILE_EXTENSIONS) for c in files)
 
 
 def _widget_problem(value, type_, options) -> Optional[str]:
