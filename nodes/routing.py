@@ -112,8 +112,9 @@ class RouteStudents:
 
     @classmethod
     def INPUT_TYPES(cls):
-        students = {f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i}: a consistency student "
-                                               "(LCM, LCM-LoRA, guidance-embedded, SDXL-Turbo)."}) for i in (1, 2)}
+        students = {f"student_{i}": ("MODEL", {"lazy": True, "tooltip": f"Student {i}: a few-step student "
+                                               "(LCM, LCM-LoRA, guidance-embedded, SDXL-Turbo; any other with "
+                                               "schedule sampler)."}) for i in (1, 2)}
         return {"required": {
             **students,
             "positive": ("CONDITIONING", {"tooltip": "The prompt list, from Encode Prompt List (its texts are routed)."}),
