@@ -293,10 +293,9 @@ CASES = [
     ("FLUX student on the lcm schedule", lambda: with_inputs(flux(), "student", schedule="lcm"), "model", True),
     ("FLUX student on the turbo schedule", lambda: with_inputs(flux(), "student", schedule="turbo"), "model", True),
     ("FLUX student given SD1.5 text", lambda: with_inputs(flux(), "student", positive=["pos", 0]), "positive", True),
-    ("FLUX teacher on SD1.5 samples, no teacher_vae", lambda: with_inputs(flux(), "student", model=["ckpt", 0],
-                                                                          positive=["pos", 0], negative=["neg", 0],
-                                                                          latent_image=["empty", 0]),
-     "teacher_vae", True),
+    ("FLUX teacher on SD1.5 samples, no teacher_vae", lambda: with_inputs(
+        with_inputs(flux(), "student", model=["ckpt", 0], positive=["pos", 0], negative=["neg", 0],
+                    latent_image=["empty", 0]), "gate", vae=["ckpt", 2]), "teacher_vae", True),
     ("FLUX rollback to pure noise for SamplerCustom", lambda: flux_rollback(rollback=1.0), "rollback", True),
     ("student sampler not a sampler", lambda: with_inputs(flux(), "student", sampler_name="warp"), "sampler_name",
      False),
