@@ -3,6 +3,7 @@ It calls the same functions, and takes the same input specs (nodes/inputs.py), a
 from ..schedulers.record import SampleRecord
 from .model_checks import check_model_fits, latent_format_name
 from . import inputs
+from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .common import CATEGORY, ORACLE_TYPE, inputs_named
 from .gate import calibration_choices, calibration_signature, gate
 from .improvers import images_of, report
@@ -68,8 +69,8 @@ class AdaptiveSampler:
 
     def run(self, student, teacher, positive, negative, latent_image, vae, oracle, prompt, seed, student_steps,
             student_cfg, schedule, threshold_mode, tau, k, calibration, budget, strategy, rollback_mode,
-            rollback, teacher_steps, sampler_name, scheduler, teacher_cfg, student_sampler="euler",
-            student_scheduler="simple"):
+            rollback, teacher_steps, sampler_name, scheduler, teacher_cfg, student_sampler=STUDENT_SAMPLER,
+            student_scheduler=STUDENT_SCHEDULER):
         # the teacher is checked before anything runs, not only when a sample is rejected
         check_model_fits(teacher, "teacher", latent_image["samples"], "latent_image",
                          [SampleRecord(0, latent_format=latent_format_name(student))],

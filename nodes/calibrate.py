@@ -22,6 +22,7 @@ from .prompts import NO_FILE, PROMPTS_FOLDER, encode_prompts, prompt_list
 from .routing import CENTROIDS_FOLDER, route as route_prompts
 from .routing import NO_FILE as NO_CENTROIDS
 from . import inputs
+from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .student import student_sample
 
 SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's prompts/ folder
@@ -33,7 +34,8 @@ def now() -> str:
 
 
 def student_scores(model, clip, vae, oracle, prompts, negative_prompt, width, height, steps, cfg, schedule,
-                   seed, batch_size, w="", indices=None, model_input="model", sampler=("euler", "simple")):
+                   seed, batch_size, w="", indices=None, model_input="model",
+                   sampler=(STUDENT_SAMPLER, STUDENT_SCHEDULER)):
     """Score one student sample per prompt; the sample of a prompt uses the batch index of its position
     in the whole list (`indices`, default 0, 1, ...), so a shard or a routed share draws the samples one
     run would. Returns the scores and the w each sample embedded (None for a student without a guidance
@@ -134,7 +136,8 @@ class CalibrateThreshold:
 
     def run(self, model, clip, vae, oracle, prompts, prompts_file, max_prompts, negative_prompt, width, height,
             steps, cfg, schedule, seed, batch_size, filename, w="", first_prompt=0, route="every prompt", rules="",
-            default_student=1, centroids=NO_CENTROIDS, sampler_name="euler", scheduler="simple", **more_students):
+            default_student=1, centroids=NO_CENTROIDS, sampler_name=STUDENT_SAMPLER, scheduler=STUDENT_SCHEDULER,
+            **more_students):
         name = require_file_stem("filename", filename, "lcm_sd15_4steps")
         first = int(first_prompt)
         texts = prompt_list(prompts, prompts_file, at_least=2, fix=TOO_FEW)[first:]

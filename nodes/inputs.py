@@ -27,12 +27,15 @@ def schedule(tooltip):
     return (list(SCHEDULES), {"default": "lcm", "tooltip": tooltip})
 
 
+STUDENT_SAMPLER, STUDENT_SCHEDULER = "euler", "simple"  # schedule 'sampler''s defaults
+
+
 def student_sampler(tooltip):
-    return (comfy.samplers.KSampler.SAMPLERS, {"default": "euler", "tooltip": tooltip})
+    return (comfy.samplers.KSampler.SAMPLERS, {"default": STUDENT_SAMPLER, "tooltip": tooltip})
 
 
 def student_scheduler(tooltip):
-    return (comfy.samplers.KSampler.SCHEDULERS, {"default": "simple", "tooltip": tooltip})
+    return (comfy.samplers.KSampler.SCHEDULERS, {"default": STUDENT_SCHEDULER, "tooltip": tooltip})
 
 
 STUDENT_SAMPLER_TIP = ("schedule 'sampler' only: ComfyUI's sampler for a distilled student (euler: "

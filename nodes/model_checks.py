@@ -33,6 +33,13 @@ def latent_format_name(model) -> str:
     return type(model.model.latent_format).__name__
 
 
+def other_family(model, records):
+    """The latent family (or families, 'A/B') the records' samples were made in when it is not the model's;
+    None when they are the model's own (or not known)."""
+    made_in = {r.latent_format for r in records or () if r.latent_format}
+    return "/".join(sorted(made_in)) if made_in and made_in != {latent_format_name(model)} else None
+
+
 def check_model_fits(model, model_input: str, samples=None, latent_input: str = "latent", records=None,
                      conditioning=None):
     """Refuse, before sampling, a model that cannot run on these inputs (ComfyUI would fail deep in
@@ -43,11 +50,10 @@ def check_model_fits(model, model_input: str, samples=None, latent_input: str = 
     if samples is not None and samples.ndim >= 2 and samples.shape[1] != channels and samples.any():
         raise InputError(latent_input, f"has {samples.shape[1]} channels, {model_input} ({family}) works in "
                          f"{channels}", f"use a latent of {model_input}'s family")
-    made_in = {r.latent_format for r in records or () if r.latent_format}
-    if made_in and made_in != {family}:
-        raise InputError(model_input, f"is a {family} model but the samples were made in the "
-                         f"{'/'.join(sorted(made_in))} latent space",
-                         f"use a {'/'.join(sorted(made_in))} {model_input} (and its own conditioning)")
+    made_in = other_family(model, records)
+    if made_in:
+        raise InputError(model_input, f"is a {family} model but the samples were made in the {made_in} latent "
+                         f"space", f"use a {made_in} {model_input} (and its own conditioning)")
     width = conditioning_width(model)
     batch = samples.shape[0] if samples is not None else None
     for name, cond in (conditioning or {}).items():

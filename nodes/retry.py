@@ -11,11 +11,12 @@ from .model_checks import check_model_fits
 from .common import CATEGORY, GATE_TYPE, inputs_named
 from .improvers import images_of, put_back, report, rows_to_improve, source_rows, warn_one_prompt
 from . import inputs
+from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .student import student_sample
 
 
 def retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, decision=None,
-                   source_latent=None, denoise=1.0, w="", sampler_name="euler", scheduler="simple"):
+                   source_latent=None, denoise=1.0, w="", sampler_name=STUDENT_SAMPLER, scheduler=STUDENT_SCHEDULER):
     """The student on the samples the gate rejected, from fresh noise: retry number `retry`'s round, counted
     on from the retries each sample already had (schedulers.noise.retry_round) -> (LATENT, rows retried)."""
     if not 1 <= int(retry) < RETRY_NUMBERS:
@@ -90,7 +91,7 @@ class StudentRetry:
         }}
 
     def run(self, model, positive, negative, latent, gate, seed, steps, cfg, schedule, retry, vae,
-            source_latent=None, denoise=1.0, w="", sampler_name="euler", scheduler="simple"):
+            source_latent=None, denoise=1.0, w="", sampler_name=STUDENT_SAMPLER, scheduler=STUDENT_SCHEDULER):
         out, todo = retry_rejected(model, positive, negative, latent, seed, steps, cfg, schedule, retry, vae, gate,
                                    source_latent, denoise, w, sampler_name, scheduler)
         text = report(out, gate, todo, f"student retry {retry} ({steps} steps)")

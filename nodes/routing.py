@@ -18,6 +18,7 @@ from .sampling import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
 from .prompts import prompt_embeddings, prompts_of
 from . import inputs
+from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .student import student_sample
 
 CENTROIDS_FOLDER = "student_teacher_routing"
@@ -183,7 +184,7 @@ class RouteStudents:
         return [name for name in needed if inputs.get(name) is None]
 
     def run(self, positive, negative, latent_image, seed, steps, cfg, schedule, route, default_student,
-            sampler_name="euler", scheduler="simple", **inputs):
+            sampler_name=STUDENT_SAMPLER, scheduler=STUDENT_SCHEDULER, **inputs):
         slots = self.connected(inputs)
         models = [inputs[name] for name in slots]
         check_one_family({name: inputs[name] for name in slots if inputs[name] is not None})

@@ -14,7 +14,7 @@ from .noise import initial_noise, per_sample_sampler, retry_noise
 from .sampling import ksampler_schedule, sample_with_sigmas
 from . import inputs
 from .common import CATEGORY, inputs_named
-from .inputs import SCHEDULES
+from .inputs import SCHEDULES, STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .guidance import guidance_of, with_w
 from .prompts import prompts_of
 
@@ -35,7 +35,8 @@ def student_ws(model, w_text, index, recorded=None):
 
 
 def student_sample(model, positive, negative, latent, seed, steps, cfg, schedule="lcm", denoise=1.0, w="",
-                   retry_rounds=None, recorded_w=None, model_input="model", sampler_name="euler", scheduler="simple"):
+                   retry_rounds=None, recorded_w=None, model_input="model", sampler_name=STUDENT_SAMPLER,
+                   scheduler=STUDENT_SCHEDULER):
     """Sample a LATENT with a few-step student; returns a new LATENT whose records say how.
     schedule: lcm / turbo (consistency students, discrete models), or sampler (ComfyUI's `sampler_name`
     and `scheduler`, any family: Lightning, DMD2, Hyper-SD, FLUX.1-schnell, SD3.5 Turbo, ...).
@@ -124,6 +125,6 @@ class ConsistencySampler:
         }}
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w="",
-               sampler_name="euler", scheduler="simple"):
+               sampler_name=STUDENT_SAMPLER, scheduler=STUDENT_SCHEDULER):
         return (student_sample(model, positive, negative, latent_image, seed, steps, cfg, schedule, denoise, w,
                                sampler_name=sampler_name, scheduler=scheduler),)

@@ -7,7 +7,7 @@ from ..schedulers.errors import InputError, require_fraction
 from ..schedulers.record import Stage
 from ..schedulers.rollback import rollback_sigmas, strength_sigmas
 from .conditioning import subset_conditioning
-from .model_checks import check_model_fits, latent_format_name, model_frame
+from .model_checks import check_model_fits, latent_format_name, model_frame, other_family
 from .noise import initial_noise, per_sample_sampler, rollback_noise
 from .sampling import check_interrupt, ksampler_schedule, sample_with_sigmas
 from . import inputs
@@ -32,13 +32,6 @@ def teacher_start(latent, todo, strategy, source_latent, model):
     return source_rows(source_latent, todo, latent["samples"], model), source_latent.get("noise_mask")
 
 
-def student_family(model, records):
-    """The latent family the samples were made in when it is not the teacher's (None: the same family)."""
-    made_in = {r.latent_format for r in records if r.latent_format}
-    family = latent_format_name(model)
-    return "/".join(sorted(made_in)) if made_in and made_in != {family} else None
-
-
 def through_pixels(latent, todo, images, vae, teacher_vae, strategy, source_denoise):
     """A teacher of another family: its start, in its own latent space, at the student's pixel size. refine:
     the student's images (the gate's decode, or decoded now) encoded with the teacher's VAE; regenerate:
@@ -46,8 +39,10 @@ def through_pixels(latent, todo, images, vae, teacher_vae, strategy, source_deno
     if float(source_denoise) < 1.0 and strategy == "regenerate":
         raise InputError("source_denoise", "an editing regenerate needs a teacher of the student's family",
                          "use strategy refine for a teacher of another family, or source_denoise 1.0")
-    pixels = [images[i] if images[i] is not None else vae.decode(latent["samples"][i:i + 1])[0] for i in todo]
-    encoded = teacher_vae.encode(torch.stack(pixels)[..., :3])
+    missing = [i for i in todo if images[i] is None]
+    decoded = dict(zip(missing, vae.decode(latent["samples"][missing]))) if missing else {}
+    pixels = torch.stack([images[i] if images[i] is not None else decoded[i] for i in todo])
+    encoded = teacher_vae.encode(pixels[..., :3])
     return encoded if strategy == "refine" else torch.zeros_like(encoded)
 
 
@@ -61,15 +56,15 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
     if not todo:
         return put_back(latent, todo, records, images, None, None, vae), todo
     n = int(latent["samples"].shape[0])
-    other_family = student_family(model, records)
-    if other_family and teacher_vae is None:
+    student_family = other_family(model, records)
+    if student_family and teacher_vae is None:
         raise InputError("teacher_vae", f"the teacher is a {latent_format_name(model)} model, the samples are "
-                         f"{other_family} latents", "connect the teacher's VAE to teacher_vae (the samples go to "
+                         f"{student_family} latents", "connect the teacher's VAE to teacher_vae (the samples go to "
                          "the teacher through pixels), or use a teacher of the student's family")
     warn_one_prompt(positive, records, todo, "Teacher Improve")
     index = [records[i].batch_index for i in todo]
     rounds = [records[i].noise_round for i in todo]
-    if other_family:
+    if student_family:
         start = through_pixels(latent, todo, images, vae, teacher_vae, strategy, source_denoise)
         mask = latent.get("noise_mask")
         check_model_fits(model, "model", start, "latent", conditioning={"positive": positive, "negative": negative})
@@ -87,14 +82,14 @@ def improve(model, positive, negative, latent, strategy, rollback_mode, rollback
         noise = initial_noise(start, seed, index)
         settings = {"strategy": strategy, "source_denoise": float(source_denoise)}
     settings.update(sampler=sampler_name, scheduler=scheduler, cfg=float(cfg), seed=int(seed))
-    if other_family:
+    if student_family:
         settings.update(teacher_family=latent_format_name(model))
     check_interrupt()
     sampler = per_sample_sampler(sampler_name, seed, index, tuple(start.shape[1:]), model.load_device, rounds)
     rows = sample_with_sigmas(model, noise, cfg, sampler, sigmas, subset_conditioning(positive, todo, n),
                               subset_conditioning(negative, todo, n), start, take_rows(mask, todo, n), seed)
     stage = Stage("teacher", steps=int(steps), settings=settings)
-    if other_family:
+    if student_family:
         new_images = teacher_vae.decode(rows)
         return put_back(latent, todo, records, images, vae.encode(new_images[..., :3]), stage, vae,
                         new_images=new_images), todo

@@ -91,15 +91,20 @@ def diffusers_sigmas(scheduler, steps, **kw):
 
 # --- FLUX.1-schnell ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def flux(host, tmp_path_factory):
-    from diffusers import FluxTransformer2DModel
+def reference_and_comfyui(host, tmp_path_factory, model_class: str, config: dict, name: str):
+    """(a random diffusers transformer, the same weights loaded by ComfyUI), freed after the module."""
+    import diffusers
     torch.manual_seed(0)
-    reference = FluxTransformer2DModel(**FLUX).eval()
-    model = load_through_comfyui(reference, tmp_path_factory.mktemp("flux") / "flux_schnell_random.safetensors")
+    reference = getattr(diffusers, model_class)(**config).eval()
+    model = load_through_comfyui(reference, tmp_path_factory.mktemp(name) / f"{name}_random.safetensors")
     yield reference, model
     del model
     host.free_memory()
+
+
+@pytest.fixture(scope="module")
+def flux(host, tmp_path_factory):
+    yield from reference_and_comfyui(host, tmp_path_factory, "FluxTransformer2DModel", FLUX, "flux_schnell")
 
 
 def test_flux_schnell_student_equals_diffusers_flux_pipeline(host, flux):
@@ -150,13 +155,7 @@ def test_flux_schnell_student_equals_diffusers_flux_pipeline(host, flux):
 
 @pytest.fixture(scope="module")
 def sd3(host, tmp_path_factory):
-    from diffusers import SD3Transformer2DModel
-    torch.manual_seed(0)
-    reference = SD3Transformer2DModel(**SD3).eval()
-    model = load_through_comfyui(reference, tmp_path_factory.mktemp("sd3") / "sd3_random.safetensors")
-    yield reference, model
-    del model
-    host.free_memory()
+    yield from reference_and_comfyui(host, tmp_path_factory, "SD3Transformer2DModel", SD3, "sd3")
 
 
 @pytest.fixture(scope="module")
