@@ -4,6 +4,7 @@ from .calibrate import CalibrateThreshold, MergeCalibrations
 from .common import PREFIX, rejecting_nonfinite_floats
 from .gate import OracleGate
 from .guidance import AttachGuidanceEmbedding, LoadGuidedStudent
+from .measure import MeasureStudentVsTeacher
 from .oracle_nodes import EnsembleOracles, LoadImageRewardOracle, ScoreImages
 from .prompts import EncodePrompts
 from .retry import StudentRetry
@@ -31,6 +32,7 @@ _NODES = {
     ScoreImages: "Score Images (oracle)",
     CalibrateThreshold: "Calibrate Oracle Threshold",
     MergeCalibrations: "Merge Calibrations (shards)",
+    MeasureStudentVsTeacher: "Measure Student vs Teacher",
 }
 
 NODE_CLASS_MAPPINGS = {PREFIX + cls.__name__: rejecting_nonfinite_floats(cls) for cls in _NODES}

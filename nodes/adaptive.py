@@ -45,12 +45,12 @@ class AdaptiveSampler:
                                         "student_sampler and student_scheduler (any other student)."),
             "threshold_mode": inputs.threshold_mode("tau: tau as given. percentile: the k-th percentile of the "
                                                     "calibration. budget: the largest calibrated k whose "
-                                                    "S + k/100*R fits the budget."),
+                                                    "S + k/100*R fits the budget." + inputs.MEASURED_MODES_TIP),
             "tau": inputs.tau("Score threshold (threshold_mode tau): samples under it go to the teacher."),
             "k": inputs.k("Percentile (threshold_mode percentile): about k% of samples go to the teacher."),
             "calibration": (calibration_choices(), {"tooltip": "A calibration of this student (Calibrate node), for "
                                                                "percentile and budget modes."}),
-            "budget": inputs.budget("Average steps per sample (threshold_mode budget)."),
+            "budget": inputs.budget("Average steps per sample (threshold_mode budget and best for budget)."),
             "strategy": inputs.strategy("refine: rollback + teacher steps from the student sample. regenerate: the "
                                         "teacher from the same noise."),
             "rollback_mode": inputs.rollback_mode("strength: like KSampler denoise. vp: x = sqrt(1-s) x0 + "
@@ -63,6 +63,7 @@ class AdaptiveSampler:
         }, "optional": {
             "student_sampler": inputs.student_sampler(inputs.STUDENT_SAMPLER_TIP),
             "student_scheduler": inputs.student_scheduler(inputs.STUDENT_SCHEDULER_TIP),
+            "tolerance": inputs.tolerance(inputs.TOLERANCE_TIP),
         }}
 
     IS_CHANGED = classmethod(calibration_signature)
@@ -70,7 +71,7 @@ class AdaptiveSampler:
     def run(self, student, teacher, positive, negative, latent_image, vae, oracle, prompt, seed, student_steps,
             student_cfg, schedule, threshold_mode, tau, k, calibration, budget, strategy, rollback_mode,
             rollback, teacher_steps, sampler_name, scheduler, teacher_cfg, student_sampler=STUDENT_SAMPLER,
-            student_scheduler=STUDENT_SCHEDULER):
+            student_scheduler=STUDENT_SCHEDULER, tolerance=5.0):
         # the teacher is checked before anything runs, not only when a sample is rejected
         check_model_fits(teacher, "teacher", latent_image["samples"], "latent_image",
                          [SampleRecord(0, latent_format=latent_format_name(student))],
@@ -81,7 +82,7 @@ class AdaptiveSampler:
                                     scheduler=student_scheduler)
         with inputs_named({"latent": "latent_image"}):
             decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
-                            student_steps, teacher_steps)
+                            student_steps, teacher_steps, tolerance=tolerance)
         with inputs_named({"model": "teacher", "steps": "teacher_steps", "cfg": "teacher_cfg", "latent": "latent_image",
                            "source_latent": "latent_image"}):
             out, todo = improve(teacher, positive, negative, latent, strategy, rollback_mode, rollback, teacher_steps,

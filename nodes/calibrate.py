@@ -26,6 +26,7 @@ from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .student import student_sample
 
 SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's prompts/ folder
+CALIBRATION_UI = "calibration"  # the UI output key of the files a node saved: [{"file": name, "data": content}]
 TOO_FEW = "give at least 2 prompts, one per line (hundreds for a stable tau; the paper uses 500 held-out captions)"
 
 
@@ -150,7 +151,7 @@ class CalibrateThreshold:
         students = [(1, model)] + [(i, more_students[f"student_{i}"]) for i in range(2, STUDENT_SLOTS + 1)
                                    if more_students.get(f"student_{i}")]
         shares = routed_shares(route, texts, [n for n, _ in students], clip, rules, default_student, centroids)
-        images, lines = [], []
+        images, lines, files = [], [], []
         for (number, student), share in zip(students, shares):  # each keeps its input's number, as the gate's
             model_input = "model" if number == 1 else f"student_{number}"
             mine = [texts[i] for i in share]
@@ -158,22 +159,34 @@ class CalibrateThreshold:
                 scores, ws = student_scores(student, clip, vae, oracle, mine, negative_prompt, width, height, steps,
                                             cfg, schedule, seed, batch_size, w, [first + i for i in share],
                                             model_input, (sampler_name, scheduler))
-            meta = {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
-                    **({"sampler": sampler_name, "scheduler": scheduler} if schedule == "sampler" else {}),
-                    "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": len(mine),
-                    "prompts_file": prompts_file, "seed": int(seed),
-                    "oracle": {"name": oracle.name, "kind": oracle.kind, "fingerprint": oracle.fingerprint},
-                    "student": f"student {number}", "students": len(students), "route": route,
-                    "model": type(student.model.model_config).__name__,
-                    "negative_prompt": negative_prompt, "created": now()}
+            meta = calibration_settings(student, oracle, steps, cfg, schedule, (sampler_name, scheduler), width,
+                                        height, ws, len(mine), prompts_file, seed, negative_prompt,
+                                        student=f"student {number}", students=len(students), route=route)
             routed = f" (routed: {len(mine)} of {len(texts)} prompts)" if len(mine) < len(texts) else ""
-            image, text = save_student_calibration(name if len(students) == 1 else f"{name}_student{number}", scores,
-                                                   meta, f"{oracle_label(oracle)}, {len(mine)} prompts, {steps} "
-                                                   f"steps, cfg {cfg:g}", [first + i for i in share], mine)
+            image, text, file = save_student_calibration(name if len(students) == 1 else f"{name}_student{number}",
+                                                         scores, meta, f"{oracle_label(oracle)}, {len(mine)} prompts, "
+                                                         f"{steps} steps, cfg {cfg:g}", [first + i for i in share], mine)
             images.append(image)
+            files.append(file)
             lines.append(f"student {number}{routed}: {text}" if len(students) > 1 else text)
         summary = "\n\n".join(lines)
-        return {"ui": {"text": [summary]}, "result": (torch.cat(images), summary)}
+        return {"ui": {"text": [summary], CALIBRATION_UI: files}, "result": (torch.cat(images), summary)}
+
+
+def oracle_identity(oracle) -> dict:
+    """How a file names the oracle that made its scores (a gate checks it before using the file)."""
+    return {"name": oracle.name, "kind": oracle.kind, "fingerprint": oracle.fingerprint}
+
+
+def calibration_settings(model, oracle, steps, cfg, schedule, sampler, width, height, ws, prompt_count,
+                         prompts_file, seed, negative_prompt, **more):
+    """The metadata of a calibration: the settings its student samples were made with (a gate warns when its
+    student's differ), the oracle, and when."""
+    return {"steps": int(steps), "cfg": float(cfg), "schedule": schedule, "width": width, "height": height,
+            **({"sampler": sampler[0], "scheduler": sampler[1]} if schedule == "sampler" else {}),
+            "w": sorted({x for x in ws if x is not None}) or None, "prompt_count": prompt_count,
+            "prompts_file": prompts_file, "seed": int(seed), "oracle": oracle_identity(oracle), **more,
+            "model": type(model.model.model_config).__name__, "negative_prompt": negative_prompt, "created": now()}
 
 
 def routed_shares(route, texts, numbers, clip, rules, default_student, centroids):
@@ -192,25 +205,38 @@ def routed_shares(route, texts, numbers, clip, rules, default_student, centroids
 
 def save_student_calibration(name, scores, meta, caption, prompt_indices, prompts):
     """Write <name>.json (or <name>_2.json, ...: never over a file) with the raw scores of the prompts
-    (their index in the list, their id) -> (histogram IMAGE, summary)."""
+    (their index in the list, their id) -> (histogram IMAGE, summary, {"file", "data"})."""
     data = calibration_data(scores, DEFAULT_KS, meta, list(prompt_indices), [prompt_id(p) for p in prompts])
     return save_and_draw(name, data, caption)
 
 
-def save_and_draw(name, data, caption):
-    """Save calibration `data` as <name>.json (or <name>_2.json, ...) -> (histogram IMAGE, summary). A
-    name any calibration folder has (the pack's presets too) is taken: the gate's list shows one file
-    per name, and a new file must not hide the one the user picks today."""
+def save_file(name, data):
+    """Save calibration `data` as <name>.json (or <name>_2.json, ...) -> (the name saved, what it holds, a line
+    saying where). A name any calibration folder has (the pack's presets too) is taken: the gate's list shows
+    one file per name, and a new file must not hide the one the user picks today."""
     out_dir = folder_paths.get_folder_paths(CALIBRATION_FOLDER)[0]
     path, data = save_new_as(out_dir, name, data, taken=set(folder_paths.get_filename_list(CALIBRATION_FOLDER)))
     saved = os.path.basename(path)
-    taus = {int(k): v for k, v in data.items() if k != "metadata"}
-    hist = render_histogram(data["metadata"]["samples"]["score"], taus, title=f"{saved}: {caption}")
     where = f"saved {path}"
     if saved != name + ".json":
         where += f" (a calibration named {name}.json exists already and was left as it is)"
+    return saved, data, where
+
+
+def as_image(array):
+    """A uint8 [H, W, 3] picture as a ComfyUI IMAGE batch of one."""
+    return torch.from_numpy(np.asarray(array, dtype=np.float32) / 255.0)[None]
+
+
+def save_and_draw(name, data, caption):
+    """save_file, then the histogram -> (histogram IMAGE, summary, {"file": the name saved, "data": what it
+    holds}: the node's UI output, which a client of ComfyUI's HTTP API reads from /history, as
+    tools/distribute.py does to merge shards run on other machines)."""
+    saved, data, where = save_file(name, data)
+    taus = {int(k): v for k, v in data.items() if k != "metadata"}
+    hist = render_histogram(data["metadata"]["samples"]["score"], taus, title=f"{saved}: {caption}")
     summary = where + "\n" + "\n".join(f"k={k}: tau={t:+.4f}" for k, t in taus.items())
-    return torch.from_numpy(np.asarray(hist, dtype=np.float32) / 255.0)[None], summary
+    return as_image(hist), summary, {"file": saved, "data": data}
 
 
 class MergeCalibrations:
@@ -255,5 +281,5 @@ class MergeCalibrations:
             raise InputError(shards[e.shard][0], str(e), "choose shards of one calibration (same settings, own "
                              "prompts)") from None
         data["metadata"]["created"] = now()
-        image, text = save_and_draw(name, data, f"{len(shards)} shards, {data['metadata']['n_scores']} prompts")
-        return {"ui": {"text": [text]}, "result": (image, text)}
+        image, text, file = save_and_draw(name, data, f"{len(shards)} shards, {data['metadata']['n_scores']} prompts")
+        return {"ui": {"text": [text], CALIBRATION_UI: [file]}, "result": (image, text)}

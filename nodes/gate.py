@@ -11,13 +11,14 @@ from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
 from ..schedulers.gating import (GateDecision, calibration_mismatch, calibration_of, decide,
                                  keep_better, resolve_threshold, rows_to_score, sample_prompts)
+from ..schedulers.measure import measurement_of
 from ..schedulers.record import (DECODER_KEY, EARLIER_KEY, bare_records, decoded_rows, records_of, rows_of,
                                  stage_steps, student_labels, student_name, with_records)
 from ..schedulers.routing import STUDENT_SLOTS, calibration_student_problem
 from .model_checks import check_vae_fits
 from .sampling import check_interrupt
 from . import inputs
-from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path
+from .common import CATEGORY, GATE_TYPE, ORACLE_TYPE, file_signature, full_path, inputs_named
 from .preview import save_previews
 
 log = logging.getLogger("StudentTeacher")
@@ -67,7 +68,8 @@ def calibration_signature(node_class, calibration=NO_CALIBRATION, **inputs):
 
 
 def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calibration=NO_CALIBRATION,
-         budget=10.0, student_steps=0, teacher_steps=12, student_calibrations=(), keep_better=False) -> GateDecision:
+         budget=10.0, student_steps=0, teacher_steps=12, student_calibrations=(), keep_better=False,
+         tolerance=5.0) -> GateDecision:
     """Decode the samples that are new since the last gate once, score them, and threshold the scores:
     each sample with the threshold of its own student (calibration for student 1, student_calibrations
     for students 2..). The decision carries the gated LATENT for the next stage."""
@@ -94,8 +96,12 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
         if taus is None and threshold_mode != "tau" and input_name != "calibration":
             raise InputError(input_name, f"{student_name(student)} has no calibration",
                              f"choose {student_name(student)}'s calibration file (each student scores differently)")
-        thresholds[student] = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=name, budget=budget,
-                                              student_steps=steps or 1, teacher_steps=teacher_steps)
+        with inputs_named({"calibration": input_name}):  # a measured mode's problem is its student's file's
+            measured = measurement_of(meta, name) if taus is not None else None
+            thresholds[student] = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=name,
+                                                    budget=budget, student_steps=steps or 1,
+                                                    teacher_steps=teacher_steps, measurement=measured,
+                                                    tolerance=tolerance)
         notes += calibration_mismatch(meta, mine)
     texts = sample_prompts(prompt, records)
     samples, images, scores, new_scores, records = score_changed(latent, records, vae, oracle, texts, keep_better)
@@ -189,7 +195,7 @@ class OracleGate:
                                                     "generated image). percentile: tau = the k-th "
                                                     "percentile from the calibration file. budget: the "
                                                     "largest calibrated k whose average cost "
-                                                    "S + k/100*R fits the budget."),
+                                                    "S + k/100*R fits the budget." + inputs.MEASURED_MODES_TIP),
             "tau": inputs.tau("Score threshold (threshold_mode tau): samples scoring below it go to "
                               "the teacher. On the oracle's scale: ImageReward ~ -2..2, PickScore "
                               "~ 18..23, HPSv2 ~ 0.2..0.3, CLIP score ~ 20..35, ensemble ~ -2..2."),
@@ -198,7 +204,7 @@ class OracleGate:
             "calibration": (calibration_choices(), {"tooltip": "Calibration JSON ({\"10\": tau, ...}) from "
                                                                "models/image_reward/calibration or the pack's "
                                                                "presets; made by the Calibrate node."}),
-            "budget": inputs.budget("Average steps per sample (threshold_mode budget)."),
+            "budget": inputs.budget("Average steps per sample (threshold_mode budget and best for budget)."),
             "student_steps": ("INT", {"default": 0, "min": 0, "max": 50,
                                       "tooltip": "S for budgets and reports; 0 reads it from the Consistency "
                                                  "Student Sampler's latent."}),
@@ -214,16 +220,17 @@ class OracleGate:
                                                                     "(students score differently, one tau for all "
                                                                     "would be wrong); percentile and budget modes."})
                for i in range(2, STUDENT_SLOTS + 1)},
+            "tolerance": inputs.tolerance(inputs.TOLERANCE_TIP),
         }}
 
     IS_CHANGED = classmethod(calibration_signature)
 
     def run(self, latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget, student_steps,
-            teacher_steps, keep_better=False, **student_calibrations):
+            teacher_steps, keep_better=False, tolerance=5.0, **student_calibrations):
         per_student = [student_calibrations.get(f"calibration_{i}", NO_CALIBRATION)
                        for i in range(2, STUDENT_SLOTS + 1)]
         decision = gate(latent, vae, oracle, prompt, threshold_mode, tau, k, calibration, budget,
-                        student_steps, teacher_steps, per_student, keep_better)
+                        student_steps, teacher_steps, per_student, keep_better, tolerance)
         captions = [f"{s:+.3f} {'kept' if ok else 'to teacher'}" + (f" w {r.w:g}" if r.w is not None else "")
                     for s, ok, r in zip(decision.scores.tolist(), decision.accepted.tolist(), decision.records)]
         ui = {"images": save_previews(decision.images, captions, decision.accepted.tolist())}

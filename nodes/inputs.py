@@ -68,6 +68,17 @@ def budget(tooltip):
     return ("FLOAT", {"default": 10.0, "min": 1.0, "max": 1000.0, "step": 0.5, "tooltip": tooltip})
 
 
+def tolerance(tooltip):
+    return ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.5, "tooltip": tooltip})
+
+
+MEASURED_MODES_TIP = (" best for budget: the k of a measured calibration (Measure Student vs Teacher) whose judged "
+                      "quality is highest within the budget. cheapest within: its cheapest k within tolerance % of "
+                      "the best judged gain.")
+TOLERANCE_TIP = ("threshold_mode cheapest within: how much of the best judged gain over the student alone you may "
+                 "give up, in percent, for a cheaper k (0 = the best k).")
+
+
 def strategy(tooltip):
     return (list(STRATEGIES), {"default": "refine", "tooltip": tooltip})
 

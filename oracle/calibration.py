@@ -7,7 +7,9 @@ the settings the scores were made with, the oracle that made them (name, kind, f
 under ``"samples"``, the evidence itself -- each sample's prompt index, prompt id (a hash of its
 text) and raw score, in prompt-index order. With the raw scores any percentile is exact (not only
 the stored ones), files made in shards merge into exactly the file one run makes, and the
-histogram is drawn from the scores.
+histogram is drawn from the scores. A measurement (Measure Student vs Teacher) adds more columns of
+one value per prompt beside "score" (the judge's scores of each sample: ``judge_student``, ...) and
+its settings under ``"measurement"``; readers that do not know them ignore them.
 """
 import hashlib
 import itertools
@@ -21,6 +23,7 @@ import numpy as np
 
 DEFAULT_KS = (10, 20, 30, 40, 50, 60, 70, 80, 90)
 SAMPLES = "samples"
+SAMPLE_KEYS = ("prompt_index", "prompt_id", "score")  # the columns every file with raw scores has
 # metadata that says how and when a file was made, not what it measured: allowed to differ in a merge
 PROVENANCE = ("created", "merged_from", "n_scores", "score_mean", "score_std", "prompt_count", SAMPLES)
 
@@ -65,6 +68,15 @@ def _check_ks(ks) -> list:
     return ks
 
 
+def _value(x) -> Optional[float]:
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        raise CalibrationError("a measured value is NaN or infinite; check the oracle's inputs")
+    return x
+
+
 def percentile_thresholds(scores, ks: Iterable = DEFAULT_KS) -> Dict[str, float]:
     """{"10": tau_10, ...}: numpy.percentile of the scores (linear interpolation)."""
     a = _clean_scores(scores)
@@ -106,20 +118,29 @@ class Percentiles(Mapping):
 
 def calibration_data(scores, ks: Iterable = DEFAULT_KS, metadata: Optional[Mapping] = None,
                      prompt_indices: Optional[Sequence[int]] = None,
-                     prompt_ids: Optional[Sequence[str]] = None) -> dict:
+                     prompt_ids: Optional[Sequence[str]] = None,
+                     columns: Optional[Mapping[str, Sequence[float]]] = None) -> dict:
     """The whole file's content. With prompt indices and ids, the raw scores are kept too, sorted by
-    prompt index (so shards merge into the same bytes as one run); the summary statistics are
+    prompt index (so shards merge into the same bytes as one run), with any more per-prompt `columns`
+    (finite numbers, or None for a value not measured) in the same order; the summary statistics are
     computed from that order."""
     a = _clean_scores(scores)
     meta = dict(metadata or {})
+    columns = dict(columns or {})
+    if columns and prompt_indices is None:
+        raise CalibrationError("per-prompt columns need the prompts' indices and ids")
     if prompt_indices is not None:
         if len(prompt_indices) != a.size or prompt_ids is None or len(prompt_ids) != a.size:
             raise CalibrationError(f"{a.size} scores need as many prompt indices and prompt ids")
+        for name, values in columns.items():
+            if name in SAMPLE_KEYS or len(values) != a.size:
+                raise CalibrationError(f"column {name!r} needs one value per score, and another name than {SAMPLE_KEYS}")
         order = sorted(range(a.size), key=lambda i: (int(prompt_indices[i]), prompt_ids[i]))
         a = a[order]
         meta[SAMPLES] = {"prompt_index": [int(prompt_indices[i]) for i in order],
                          "prompt_id": [str(prompt_ids[i]) for i in order],
-                         "score": [float(x) for x in a]}
+                         "score": [float(x) for x in a],
+                         **{name: [_value(values[i]) for i in order] for name, values in sorted(columns.items())}}
     data = percentile_thresholds(a, ks)
     meta["n_scores"] = int(a.size)
     meta["score_mean"] = float(a.mean())
@@ -235,11 +256,14 @@ def samples_of(meta: dict, name: str) -> Optional[dict]:
     samples = meta.get(SAMPLES)
     if samples is None:
         return None
-    columns = ("prompt_index", "prompt_id", "score")
-    if not isinstance(samples, dict) or any(not isinstance(samples.get(c), list) for c in columns) or \
-            len({len(samples[c]) for c in columns}) != 1:
-        raise CalibrationError(f'calibration file {name}: metadata "{SAMPLES}" must hold three lists of one '
-                               'length: "prompt_index", "prompt_id", "score"')
+    if not isinstance(samples, dict) or any(not isinstance(c, list) for c in samples.values()) or \
+            any(c not in samples for c in SAMPLE_KEYS) or len({len(c) for c in samples.values()}) != 1:
+        raise CalibrationError(f'calibration file {name}: metadata "{SAMPLES}" must hold lists of one '
+                               'length: "prompt_index", "prompt_id", "score" and any measured columns')
+    for column in set(samples) - set(SAMPLE_KEYS):
+        if any(x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x))
+               for x in samples[column]):
+            raise CalibrationError(f'calibration file {name}: column "{column}" must hold finite numbers or null')
     if samples["score"]:
         _clean_scores(samples["score"])  # finite numbers, or a CalibrationError
     return samples
@@ -285,12 +309,12 @@ class ShardRefused(CalibrationError):
 
 def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT_KS) -> dict:
     """Merge shards [(name, file content)] made with the same settings into the file one run over all
-    their prompts makes: the samples pooled and re-sorted, the percentiles and statistics recomputed.
-    Refuses (ShardRefused, naming the shard at fault) files without raw scores, settings that differ from
+    their prompts makes: the samples pooled and re-sorted, the percentiles and statistics recomputed (one
+    shard gives its own file, without its provenance). Refuses (ShardRefused, naming the shard at fault) files without raw scores, settings that differ from
     the first file's, and a prompt already in an earlier shard."""
-    if len(files) < 2:
-        raise CalibrationError("merging needs at least two calibration files")
-    settings, index, ids, scores, owner = None, [], [], [], []
+    if not files:
+        raise CalibrationError("merging needs calibration files")
+    settings, index, ids, scores, owner, columns = None, [], [], [], [], None
     for position, (name, raw) in enumerate(files):
         meta = raw.get("metadata")
         samples = samples_of(meta, name) if isinstance(meta, dict) else None
@@ -304,6 +328,14 @@ def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT
             if _comparable(key, settings.get(key)) != _comparable(key, mine.get(key)):
                 raise ShardRefused(position, f"{name} was made with {key} = {mine.get(key)!r} but {first} with "
                                              f"{settings.get(key)!r}; merge only shards of one calibration")
+        extra = sorted(set(samples) - set(SAMPLE_KEYS))
+        if columns is None:
+            columns = {c: [] for c in extra}
+        elif extra != sorted(columns):
+            raise ShardRefused(position, f"{name} measured {extra or 'no columns'} but {first} "
+                                         f"{sorted(columns) or 'no columns'}; merge only shards of one measurement")
+        for c in extra:
+            columns[c] += samples[c]
         index += samples["prompt_index"]
         ids += samples["prompt_id"]
         scores += samples["score"]
@@ -316,7 +348,7 @@ def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT
                                          "prompts of one prompt list")
         seen[i] = pid
     meta = dict(settings, prompt_count=len(scores), merged_from=[name for name, _ in files])
-    return calibration_data(scores, ks, meta, index, ids)
+    return calibration_data(scores, ks, meta, index, ids, columns)
 
 
 def oracle_identity(meta: dict) -> Tuple[str, Optional[str], Optional[str]]:

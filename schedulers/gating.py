@@ -13,7 +13,9 @@ from .budget import average_steps, k_within_budget
 from .errors import InputError
 from .record import SampleRecord, Stage, per_student_lines, student_labels, student_name
 
-THRESHOLD_MODES = ("tau", "percentile", "budget")
+# the last two take k from a measured curve (Measure Student vs Teacher): the best judged quality within the
+# budget, or the cheapest k within a tolerance of the best judged gain
+THRESHOLD_MODES = ("tau", "percentile", "budget", "best for budget", "cheapest within")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,8 @@ def percentile_threshold(taus: Dict[float, float], k: float, source: str = "the 
 
 def resolve_threshold(mode: str, *, tau: float = 0.0, k: float = 50, taus: Optional[Dict[float, float]] = None,
                       source: str = "the calibration", budget: float = 0.0,
-                      student_steps: int = 1, teacher_steps: int = 1) -> Threshold:
+                      student_steps: int = 1, teacher_steps: int = 1, measurement=None,
+                      tolerance: float = 5.0) -> Threshold:
     if mode == "tau":
         return Threshold(float(tau), None, f"tau = {tau:.4f} (given)")
     if mode not in THRESHOLD_MODES:
@@ -51,6 +54,10 @@ def resolve_threshold(mode: str, *, tau: float = 0.0, k: float = 50, taus: Optio
         t = percentile_threshold(taus, k, source)
         cost = average_steps(student_steps, teacher_steps, k)
         return Threshold(t.tau, t.k, f"budget {budget:g} steps -> k = {k:g} ({cost:g} average steps); {t.how}")
+    if mode in THRESHOLD_MODES[3:]:
+        from .measure import measured_k  # measure builds on this module's percentile_threshold
+        point, how = measured_k(measurement, mode, budget, tolerance, source)
+        return Threshold(percentile_threshold(taus, point.k, source).tau, point.k, how)
     return percentile_threshold(taus, k, source)
 
 

@@ -12,13 +12,20 @@ From those numbers exactly:
 """
 import math
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..oracle.calibration import Percentiles
+from ..oracle.calibration import CalibrationError, Percentiles, samples_of
 from .errors import InputError
 from .gating import percentile_threshold
+
+MEASUREMENT = "measurement"   # a calibration file's metadata key: the measurement's settings
+# per-prompt columns beside a calibration's "score" (the gating oracle on the student sample): who scored
+# which sample. The teacher-alone columns are there only when the teacher alone was measured.
+GATE_COLUMNS = {"student": "score", "improved": "gate_improved", "teacher": "gate_teacher"}
+JUDGE_COLUMNS = {"student": "judge_student", "improved": "judge_improved", "teacher": "judge_teacher"}
+SAMPLE_NAMES = {"improved": "improved", "teacher": "teacher alone"}
 
 
 @dataclass(frozen=True)
@@ -109,3 +116,105 @@ def win_rate(ours, theirs, z: float = 1.959964) -> WinRate:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return WinRate(p, max(0.0, centre - half), min(1.0, centre + half), n)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measurement as a calibration file keeps it: per prompt, each sample's score by the gating oracle
+    and by the judge ({"student": [...], "improved": [...], "teacher": [...] when measured}), and what
+    a sample costs."""
+    gate: Dict[str, np.ndarray]
+    judge: Dict[str, np.ndarray]
+    student_steps: float
+    teacher_steps: float                   # R, per improved sample
+    teacher_alone_steps: Optional[float]   # the teacher's own full run, when measured
+    gate_name: str
+    judge_name: str
+    same_judge: bool                       # the judge is the gating oracle: its verdict flatters the gate
+
+    @property
+    def n(self) -> int:
+        return int(self.gate["student"].size)
+
+    def curve(self, by: str = "judge", ks: Sequence[int] = range(101)) -> List[CurvePoint]:
+        """The adaptive curve judged by the judge (or by="gate"), tau_k from the prompts' own student scores."""
+        scores = self.judge if by == "judge" else self.gate
+        return adaptive_curve(self.gate["student"], scores["student"], scores["improved"], self.student_steps,
+                              self.teacher_steps, ks=ks)
+
+
+def measurement_settings(judge: dict, gate: dict, student_steps, teacher_steps, teacher_alone_steps, **improver) -> dict:
+    """The metadata a measured calibration keeps under "measurement" (shards must agree on it)."""
+    return {"judge": judge, "gate": gate, "student_steps": int(student_steps), "teacher_steps": int(teacher_steps),
+            "teacher_alone_steps": int(teacher_alone_steps) or None, "improver": improver,
+            "same_judge": judge.get("kind") == gate.get("kind") and judge.get("fingerprint") == gate.get("fingerprint")}
+
+
+def _label(oracle: dict) -> str:
+    kind, name = oracle.get("kind", "?"), oracle.get("name")
+    return kind if not name or name == kind else f"{kind} ({name})"
+
+
+def measurement_of(meta: dict, name: str) -> Optional[Measurement]:
+    """The measurement a calibration file keeps, or None for a calibration that measured none."""
+    settings = meta.get(MEASUREMENT)
+    if settings is None:
+        return None
+    try:
+        samples = samples_of(meta, name)
+        wanted = ("student", "improved") + (("teacher",) if settings.get("teacher_alone_steps") else ())
+        columns = {what: {sample: np.asarray(samples[cols[sample]], dtype=np.float64) for sample in wanted}
+                   for what, cols in (("gate", GATE_COLUMNS), ("judge", JUDGE_COLUMNS))}
+        return Measurement(columns["gate"], columns["judge"], float(settings["student_steps"]),
+                           float(settings["teacher_steps"]), settings.get("teacher_alone_steps"),
+                           _label(settings["gate"]), _label(settings["judge"]), bool(settings["same_judge"]))
+    except (KeyError, TypeError, ValueError, CalibrationError) as e:
+        raise InputError("calibration", f"{name}: its measurement is incomplete ({e})",
+                         "measure again with Measure Student vs Teacher") from None
+
+
+def measured_k(measurement: Optional[Measurement], mode: str, budget: float, tolerance: float,
+               source: str) -> Tuple[CurvePoint, str]:
+    """The curve's point a measured threshold mode picks, and one line for the report."""
+    if measurement is None:
+        raise InputError("calibration", f"threshold_mode {mode!r} needs a measured calibration and {source} "
+                         "measured nothing", "choose a file made by Measure Student vs Teacher, or use percentile")
+    curve = measurement.curve()
+    if mode == "best for budget":
+        point = best_for_budget(curve, budget)
+        why = f"the best judged k within {budget:g} average steps"
+    else:
+        point = cheapest_within(curve, tolerance)
+        why = f"the cheapest k within {tolerance:g} % of the best judged gain"
+    return point, (f"k = {point.k} ({why}: {measurement.judge_name} {point.quality:+.4f} at {point.cost:.4g} "
+                   f"average steps, measured on {measurement.n} prompts)")
+
+
+def _rate(w: WinRate) -> str:
+    return f"{100 * w.rate:.0f} % (95 % interval {100 * w.low:.0f}-{100 * w.high:.0f} %)"
+
+
+def measurement_report(m: Measurement, tolerance: float) -> List[str]:
+    """The short text report of a measurement: win rates per judge, the curve's ends and chosen points."""
+    lines = [f"{m.n} prompts; gate: {m.gate_name}; judge: {m.judge_name}"]
+    if m.same_judge:
+        lines.append("WARNING: the judge IS the gating oracle: gating by a score and judging by the same score "
+                     "flatters the gate. Connect an independent judge (another oracle) for an honest measure.")
+    for who, scores in (("judge", m.judge), ("gate", m.gate)):
+        name = m.judge_name if who == "judge" else m.gate_name
+        for other in [s for s in ("improved", "teacher") if s in scores]:
+            lines.append(f"student beats {SAMPLE_NAMES[other]} by {name}: "
+                         f"{_rate(win_rate(scores['student'], scores[other]))}")
+    curve = m.curve()
+    ends = [("student only (k = 0)", curve[0].cost, curve[0].quality),
+            ("improve all (k = 100)", curve[-1].cost, curve[-1].quality)]
+    if "teacher" in m.judge:
+        ends.append(("teacher alone", m.teacher_alone_steps, float(m.judge["teacher"].mean())))
+    lines += [f"{what}: {m.judge_name} {q:+.4f} at {c:.4g} steps" for what, c, q in ends]
+    best, cheap = best_k(curve), cheapest_within(curve, tolerance)
+    lines.append(f"best k = {best.k}: {best.quality:+.4f} at {best.cost:.4g} average steps")
+    lines.append(f"cheapest within {tolerance:g} % of the best gain: k = {cheap.k}: {cheap.quality:+.4f} at "
+                 f"{cheap.cost:.4g} average steps")
+    lines.append("tau_k is the k-th percentile of these prompts' own student scores; gate with this file's "
+                 "threshold_mode 'best for budget' or 'cheapest within' to take k from this curve.")
+    return lines

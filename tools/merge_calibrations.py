@@ -25,6 +25,8 @@ def main(argv=None):
     p.add_argument("shards", nargs="+", help="calibration JSON files made with the same settings")
     p.add_argument("-o", "--output", required=True, help="the merged file to write (must not exist)")
     a = p.parse_args(argv)
+    if len(a.shards) < 2:
+        p.error("give at least two calibration files to merge")
     try:
         shards = [(os.path.basename(f), {"metadata": read_calibration(f)[1]}) for f in a.shards]
         data = merge_calibrations(shards)

@@ -1,12 +1,17 @@
 """Student against teacher from per-prompt data: the adaptive curve, win rates and the k a user asks for."""
+import json
 import math
 
 import numpy as np
 import pytest
 
+from student_teacher.oracle.calibration import (ShardRefused, calibration_data, merge_calibrations, prompt_id,
+                                                read_calibration, write_new)
 from student_teacher.schedulers.errors import InputError
-from student_teacher.schedulers.measure import (adaptive_curve, best_for_budget, best_k, cheapest_within,
-                                                gated_result, win_rate)
+from student_teacher.schedulers.measure import (MEASUREMENT, adaptive_curve, best_for_budget, best_k, cheapest_within,
+                                                gated_result, measured_k, measurement_of, measurement_report,
+                                                measurement_settings, win_rate)
+from student_teacher.schedulers.measure_plot import render_curve
 
 
 def data(n=200, seed=0):
@@ -85,3 +90,95 @@ def test_win_rate_and_its_wilson_interval():
 def test_non_finite_scores_are_refused():
     with pytest.raises(InputError, match="judge_student"):
         gated_result([0.0], [float("nan")], [0.0], 0.0)
+
+
+# --- a measurement as a calibration file keeps it -------------------------------------------------------
+
+ORACLE = {"kind": "ImageReward", "name": "ImageReward.pt", "fingerprint": "g"}
+JUDGE = {"kind": "PickScore", "name": "PickScore_v1.safetensors", "fingerprint": "j"}
+
+
+def measured_file(indices, judge=JUDGE, teacher=True, created="monday"):
+    """A measured calibration of the prompts `indices` of one list, as the Measure node writes it."""
+    gate, student, improved = data(40)
+    teacher_scores = improved + 0.1
+    columns = {"gate_improved": gate + 0.5, "judge_student": student, "judge_improved": improved}
+    if teacher:
+        columns.update(gate_teacher=gate + 0.6, judge_teacher=teacher_scores)
+    meta = {"steps": 4, "oracle": ORACLE, "created": created,
+            MEASUREMENT: measurement_settings(judge, ORACLE, 4, 12, 25 if teacher else 0, strategy="refine")}
+    return calibration_data(gate[list(indices)], metadata=meta, prompt_indices=list(indices),
+                            prompt_ids=[prompt_id(f"p{i}") for i in indices],
+                            columns={c: v[list(indices)] for c, v in columns.items()})
+
+
+def test_a_measured_file_reads_back_exactly(tmp_path):
+    gate, student, improved = data(40)
+    write_new(tmp_path / "m.json", measured_file(range(40)))
+    taus, meta = read_calibration(tmp_path / "m.json")
+    m = measurement_of(meta, "m.json")
+    assert np.array_equal(m.judge["student"], student) and np.array_equal(m.gate["student"], gate)
+    assert m.teacher_alone_steps == 25 and not m.same_judge
+    assert [(p.k, p.quality, p.cost) for p in m.curve()] == \
+        [(p.k, p.quality, p.cost) for p in adaptive_curve(gate, student, improved, 4, 12)]
+    assert taus[30] == pytest.approx(float(np.percentile(gate, 30)), abs=0)  # the gate's tau: the same scores
+
+
+def test_a_calibration_of_todays_format_still_loads(tmp_path):
+    """Files of the format before measurements (raw scores, three columns) and the official percentile
+    files load as before; they simply measured nothing."""
+    plain = calibration_data(data(20)[0], metadata={"steps": 4}, prompt_indices=list(range(20)),
+                             prompt_ids=[prompt_id(str(i)) for i in range(20)])
+    assert set(plain["metadata"]["samples"]) == {"prompt_index", "prompt_id", "score"}
+    write_new(tmp_path / "plain.json", plain)
+    write_new(tmp_path / "official.json", {"10": -0.6, "50": 0.2, "90": 1.6})
+    for file in ("plain.json", "official.json"):
+        taus, meta = read_calibration(tmp_path / file)
+        assert measurement_of(meta, file) is None and taus[50] is not None
+    with pytest.raises(InputError, match="measured nothing"):
+        measured_k(None, "cheapest within", 10, 5, "plain.json")
+
+
+def test_measurement_shards_merge_into_the_one_run_file():
+    whole = measured_file(range(40))
+    whole["metadata"].pop("created")
+    parts = [("b", measured_file(range(17, 40), created="tue")), ("a", measured_file(range(17), created="wed"))]
+    merged = merge_calibrations(parts)
+    merged["metadata"].pop("merged_from")
+    merged["metadata"].pop("prompt_count")
+    assert json.dumps(merged, sort_keys=True) == json.dumps(whole, sort_keys=True)
+    with pytest.raises(ShardRefused, match="teacher_alone_steps"):  # a shard without the teacher alone
+        merge_calibrations([parts[0], ("c", measured_file(range(17), teacher=False))])
+    lacking = measured_file(range(17))
+    del lacking["metadata"]["samples"]["judge_teacher"]
+    with pytest.raises(ShardRefused, match="measured"):  # a shard whose columns differ
+        merge_calibrations([parts[0], ("c", lacking)])
+    with pytest.raises(ShardRefused, match="measurement"):  # another judge
+        merge_calibrations([parts[0], ("c", measured_file(range(17), judge=dict(JUDGE, fingerprint="x")))])
+
+
+def test_measured_modes_pick_k_from_the_curve():
+    m = measurement_of(measured_file(range(40))["metadata"], "m.json")
+    curve = m.curve()
+    point, how = measured_k(m, "best for budget", 10, 5, "m.json")
+    assert point == best_for_budget(curve, 10) and point.cost <= 10 and f"k = {point.k}" in how
+    point, how = measured_k(m, "cheapest within", 10, 5, "m.json")
+    assert point == cheapest_within(curve, 5)
+    with pytest.raises(InputError, match="budget"):
+        measured_k(m, "best for budget", 3, 5, "m.json")
+
+
+def test_the_report_says_loudly_when_the_judge_is_the_gate():
+    honest = measurement_report(measurement_of(measured_file(range(40))["metadata"], "m"), 5)
+    flattering = measurement_report(measurement_of(measured_file(range(40), judge=ORACLE)["metadata"], "m"), 5)
+    assert not any("WARNING" in line for line in honest)
+    assert flattering[1].startswith("WARNING: the judge IS the gating oracle")
+    assert any(line.startswith("student beats teacher alone by PickScore") for line in honest)
+    assert any(line.startswith("best k = ") for line in honest)
+
+
+def test_the_plot_is_drawn_from_the_curve():
+    m = measurement_of(measured_file(range(40))["metadata"], "m")
+    image = render_curve(m, 5, width=640, height=400)
+    assert image.shape == (400, 640, 3) and image.dtype == np.uint8
+    assert (image != 255).any(axis=2).mean() > 0.02   # a curve, axes and labels, not a blank image
