@@ -21,7 +21,7 @@ from . import inputs
 from .calibrate import (CALIBRATION_UI, SHIPPED_PROMPTS, TOO_FEW, as_image, calibration_settings, oracle_identity,
                         save_file)
 from .common import CATEGORY, ORACLE_TYPE, file_signature, inputs_named
-from .gate import gate, oracle_label
+from .gate import gate
 from .improvers import images_of
 from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .model_checks import latent_format_name
@@ -207,8 +207,8 @@ class MeasureStudentVsTeacher:
         saved, data, where = save_file(name, data)
         measured = measurement_of(data["metadata"], saved)
         report = "\n".join([where] + measurement_report(measured, tolerance))
-        picture = render_curve(measured, tolerance, title=f"{saved}: judge {oracle_label(judge)}, "
-                                                          f"gate {oracle_label(oracle)}, {measured.n} prompts")
+        picture = render_curve(measured, tolerance, title=f"{saved}: {measured.n} prompts, judge {judge.kind}, "
+                                                          f"gate {oracle.kind}")
         ui = {"text": [report], "images": [save_plot(picture, saved[:-len('.json')])],
               CALIBRATION_UI: [{"file": saved, "data": data}]}
         return {"ui": ui, "result": (as_image(picture), report)}

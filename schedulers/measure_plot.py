@@ -65,10 +65,24 @@ def render_curve(m: Measurement, tolerance: float, title: str = "", width: int =
     dr.rectangle([left, top, right, bottom], outline=TEXT)
     dr.text(((left + right) / 2 - 40, bottom + fs + 6), "average steps", fill=TEXT, font=font)
     dr.line([at(p.cost, p.quality) for p in curve], fill=CURVE, width=2)
-    for i, (label, cost, quality) in enumerate(marks):
+    groups = []  # marks at one spot share a label ("improve all, best k=100")
+    for label, cost, quality in marks:
         x, y = at(cost, quality)
-        dr.ellipse([x - 4, y - 4, x + 4, y + 4], fill=MARK if label.startswith(("best", "within")) else CURVE)
-        tw = dr.textlength(label, font=font)
+        near = next((g for g in groups if abs(g[0] - x) < 8 and abs(g[1] - y) < 8), None)
+        if near:
+            near[2].append(label)
+        else:
+            groups.append([x, y, [label]])
+    placed = []
+    for x, y, labels in groups:
+        chosen = any(label.startswith(("best", "within")) for label in labels)
+        dr.ellipse([x - 4, y - 4, x + 4, y + 4], fill=MARK if chosen else CURVE)
+        text = ", ".join(labels)
+        tw = dr.textlength(text, font=font)
         tx = x + 7 if x + 7 + tw < right else x - 7 - tw
-        dr.text((tx, y - fs - 2 + (fs + 2) * (i % 2)), label, fill=TEXT, font=font)
+        ty = min(max(y - fs - 2, top + 2), bottom - fs - 2)
+        while any(abs(ty - py) < fs + 2 and tx < px + pw and px < tx + tw for px, py, pw in placed):
+            ty += fs + 2  # below a label already there
+        placed.append((tx, ty, tw))
+        dr.text((tx, ty), text, fill=MARK if chosen else TEXT, font=font)
     return np.asarray(img, dtype=np.uint8).copy()

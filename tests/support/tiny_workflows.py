@@ -75,6 +75,10 @@ SUBSTITUTIONS = {
     "StudentTeacherCalibrateThreshold.max_prompts": 2,
     "StudentTeacherCalibrateThreshold.width": 64,
     "StudentTeacherCalibrateThreshold.height": 64,
+    "StudentTeacherMeasureStudentVsTeacher.max_prompts": 3,
+    "StudentTeacherMeasureStudentVsTeacher.width": 64,
+    "StudentTeacherMeasureStudentVsTeacher.height": 64,
+    "StudentTeacherMeasureStudentVsTeacher.teacher_alone_steps": 2,
 }
 
 

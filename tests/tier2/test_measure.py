@@ -111,7 +111,7 @@ def test_a_gated_run_at_the_chosen_k_reproduces_the_curve(host, measured, mode):
     file = path.rsplit("/", 1)[-1]
     run = run_prompt(host, gated_run(file, mode, k=50, budget=budget))
     judge = measuring.output("j")   # the judge the measurement used
-    images, latent = run.output("a", 0), run.output("a", 1)
+    images = run.output("a", 0)
     judged = judge.score(images, PROMPTS).numpy().astype(np.float64)
     assert float(judged.mean()) == pytest.approx(point.quality, abs=1e-4)
     assert f"k = {point.k}" in run.output("a", 2) or mode == "percentile"
