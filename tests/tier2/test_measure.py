@@ -115,3 +115,33 @@ def test_a_gated_run_at_the_chosen_k_reproduces_the_curve(host, measured, mode):
     judged = judge.score(images, PROMPTS).numpy().astype(np.float64)
     assert float(judged.mean()) == pytest.approx(point.quality, abs=1e-4)
     assert f"k = {point.k}" in run.output("a", 2) or mode == "percentile"
+
+
+def test_a_flow_student_is_measured_too(host):
+    """FLUX.1-schnell student, FLUX.1-dev teacher (16-channel latents, schedule sampler, the teacher alone from
+    the student's own noise)."""
+    from tiny_models import TINY_CLIP_L, TINY_FLUX_DEV, TINY_FLUX_SCHNELL, TINY_VAE_FLUX
+    for name in (TINY_FLUX_SCHNELL, TINY_FLUX_DEV, TINY_VAE_FLUX, TINY_CLIP_L):
+        host.tiny(name)
+    host.folder_paths.filename_list_cache.clear()
+    g = measure_graph("t2_flux_measured", max_prompts=2, schedule="sampler", student_sampler="euler",
+                      student_scheduler="simple", sampler_name="euler", scheduler="simple", teacher_cfg=1.0)
+    g["s"] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_FLUX_SCHNELL, "weight_dtype": "default"}}
+    g["t"] = {"class_type": "UNETLoader", "inputs": {"unet_name": TINY_FLUX_DEV, "weight_dtype": "default"}}
+    g["c"] = {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": TINY_CLIP_L, "clip_name2": TINY_CLIP_L,
+                                                         "type": "sd3"}}
+    g["a"] = {"class_type": "VAELoader", "inputs": {"vae_name": TINY_VAE_FLUX}}
+    g["m"]["inputs"].update(student=["s", 0], teacher=["t", 0], clip=["c", 0], vae=["a", 0])
+    del g["1"]
+    run = run_prompt(host, g)
+    path = run.output("m", 1).splitlines()[0].removeprefix("saved ").split(" (")[0]
+    with open(path, encoding="utf-8") as f:
+        samples = json.load(f)["metadata"]["samples"]
+    assert len(samples["judge_teacher"]) == 2 and np.isfinite(samples["judge_improved"]).all()
+    assert samples["judge_student"] != samples["judge_improved"]
+
+    g["m"]["inputs"]["teacher"] = ["1", 0]   # an SD1.5 teacher for FLUX latents: refused, naming the input
+    g["1"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": TINY_SD15}}
+    refused = run_prompt(host, g, check=False)
+    assert not refused.success and "teacher: the teacher is a SD15 model, the student makes Flux latents" in \
+        refused.error
