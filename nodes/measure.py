@@ -4,6 +4,7 @@ and by an independent judge (Starodubcev et al. 2023: a noticeable share of stud
 teacher's). The per-prompt scores go into a calibration file; the report and the plot are computed from it."""
 import math
 from collections import defaultdict
+from types import SimpleNamespace
 
 import torch
 from PIL import Image
@@ -36,37 +37,37 @@ TEACHER_INPUTS = {"model": "teacher", "steps": "teacher_steps", "cfg": "teacher_
                   "source_latent": "width"}
 
 
-def measure_batch(prompts, index, s):
+def measure_batch(prompts, index, setup):
     """One batch of prompts (their indices in the whole list) -> ({column: scores}, the student's w per sample).
     Every sample's noise depends on (seed, its index) only, so a shard measures what one run would, and a
     gated run with the same seed ends with exactly these samples."""
-    positive = encode_prompts(s["clip"], prompts)
-    negative = s["clip"].encode_from_tokens_scheduled(s["clip"].tokenize(s["negative_prompt"]))
-    empty = {"samples": torch.zeros([len(prompts), 4, s["height"] // 8, s["width"] // 8]), "batch_index": index}
+    positive = encode_prompts(setup.clip, prompts)
+    negative = setup.clip.encode_from_tokens_scheduled(setup.clip.tokenize(setup.negative_prompt))
+    empty = {"samples": torch.zeros([len(prompts), 4, setup.height // 8, setup.width // 8]), "batch_index": index}
     with inputs_named(STUDENT_INPUTS):
-        student = student_sample(s["student"], positive, negative, empty, s["seed"], s["student_steps"],
-                                 s["student_cfg"], s["schedule"], model_input="student",
-                                 sampler_name=s["student_sampler"], scheduler=s["student_scheduler"])
+        student = student_sample(setup.student, positive, negative, empty, setup.seed, setup.student_steps,
+                                 setup.student_cfg, setup.schedule, model_input="student",
+                                 sampler_name=setup.student_sampler, scheduler=setup.student_scheduler)
     # the gate with tau = +inf: every sample scored and sent on, so the improver makes what it would at any k
-    decision = gate(student, s["vae"], s["oracle"], "", "tau", math.inf)
+    decision = gate(student, setup.vae, setup.oracle, "", "tau", math.inf)
     images = {"student": decision.images}
     with inputs_named(TEACHER_INPUTS):
-        improved, _ = improve(s["teacher"], positive, negative, decision.latent, s["strategy"], s["rollback_mode"],
-                              s["rollback"], s["teacher_steps"], s["sampler_name"], s["scheduler"], s["teacher_cfg"],
-                              s["seed"], s["vae"], decision, empty)
+        improved, _ = improve(setup.teacher, positive, negative, decision.latent, setup.strategy,
+                              setup.rollback_mode, setup.rollback, setup.teacher_steps, setup.sampler_name,
+                              setup.scheduler, setup.teacher_cfg, setup.seed, setup.vae, decision, empty)
         images["improved"] = images_of(improved)
-    if s["teacher_alone_steps"]:
+    if setup.teacher_alone_steps:
         with inputs_named(dict(TEACHER_INPUTS, steps="teacher_alone_steps")):
-            alone, _ = improve(s["teacher"], positive, negative, student, "regenerate", s["rollback_mode"],
-                               s["rollback"], s["teacher_alone_steps"], s["sampler_name"], s["scheduler"],
-                               s["teacher_cfg"], s["seed"], s["vae"], None, empty)
+            alone, _ = improve(setup.teacher, positive, negative, student, "regenerate", setup.rollback_mode,
+                               setup.rollback, setup.teacher_alone_steps, setup.sampler_name, setup.scheduler,
+                               setup.teacher_cfg, setup.seed, setup.vae, None, empty)
         images["teacher"] = images_of(alone)
     check_interrupt()
     scores = {GATE_COLUMNS["student"]: decision.scores.tolist()}
     for sample, pixels in images.items():
         if sample != "student":
-            scores[GATE_COLUMNS[sample]] = s["oracle"].score(pixels, prompts).tolist()
-        scores[JUDGE_COLUMNS[sample]] = s["judge"].score(pixels, prompts).tolist()
+            scores[GATE_COLUMNS[sample]] = setup.oracle.score(pixels, prompts).tolist()
+        scores[JUDGE_COLUMNS[sample]] = setup.judge.score(pixels, prompts).tolist()
     return scores, [r.w for r in records_of(student)]
 
 
@@ -177,7 +178,7 @@ class MeasureStudentVsTeacher:
             raise InputError("teacher", f"the teacher is a {latent_format_name(teacher)} model, the student makes "
                              f"{latent_format_name(student)} latents", "measure with a teacher of the student's "
                              "family (one of another family needs its own text encoder: gate it in a graph)")
-        settings = dict(student=student, teacher=teacher, clip=clip, vae=vae, oracle=oracle, judge=judge,
+        setup = SimpleNamespace(student=student, teacher=teacher, clip=clip, vae=vae, oracle=oracle, judge=judge,
                         negative_prompt=negative_prompt, width=width, height=height, seed=seed,
                         student_steps=student_steps, student_cfg=student_cfg, schedule=schedule,
                         student_sampler=student_sampler, student_scheduler=student_scheduler, strategy=strategy,
@@ -188,7 +189,7 @@ class MeasureStudentVsTeacher:
         bar = comfy.utils.ProgressBar(len(texts))
         for start in range(0, len(texts), batch_size):
             chunk = texts[start:start + batch_size]
-            scores, w = measure_batch(chunk, list(range(first + start, first + start + len(chunk))), settings)
+            scores, w = measure_batch(chunk, list(range(first + start, first + start + len(chunk))), setup)
             for column, values in scores.items():
                 columns[column] += values
             ws += w
