@@ -134,7 +134,8 @@ def calibration_data(scores, ks: Iterable = DEFAULT_KS, metadata: Optional[Mappi
             raise CalibrationError(f"{a.size} scores need as many prompt indices and prompt ids")
         for name, values in columns.items():
             if name in SAMPLE_KEYS or len(values) != a.size:
-                raise CalibrationError(f"column {name!r} needs one value per score, and another name than {SAMPLE_KEYS}")
+                raise CalibrationError(f"column {name!r} needs one value per score, and another name than "
+                                       f"{SAMPLE_KEYS}")
         order = sorted(range(a.size), key=lambda i: (int(prompt_indices[i]), prompt_ids[i]))
         a = a[order]
         meta[SAMPLES] = {"prompt_index": [int(prompt_indices[i]) for i in order],
@@ -310,8 +311,9 @@ class ShardRefused(CalibrationError):
 def merge_calibrations(files: Sequence[Tuple[str, dict]], ks: Iterable = DEFAULT_KS) -> dict:
     """Merge shards [(name, file content)] made with the same settings into the file one run over all
     their prompts makes: the samples pooled and re-sorted, the percentiles and statistics recomputed (one
-    shard gives its own file, without its provenance). Refuses (ShardRefused, naming the shard at fault) files without raw scores, settings that differ from
-    the first file's, and a prompt already in an earlier shard."""
+    shard gives its own file, without its provenance). Refuses (ShardRefused, naming the shard at fault)
+    files without raw scores, settings or measured columns that differ from the first file's, and a prompt
+    already in an earlier shard."""
     if not files:
         raise CalibrationError("merging needs calibration files")
     settings, index, ids, scores, owner, columns = None, [], [], [], [], None

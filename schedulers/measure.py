@@ -143,7 +143,8 @@ class Measurement:
                               self.teacher_steps, ks=ks)
 
 
-def measurement_settings(judge: dict, gate: dict, student_steps, teacher_steps, teacher_alone_steps, **improver) -> dict:
+def measurement_settings(judge: dict, gate: dict, student_steps, teacher_steps, teacher_alone_steps,
+                         **improver) -> dict:
     """The metadata a measured calibration keeps under "measurement" (shards must agree on it)."""
     return {"judge": judge, "gate": gate, "student_steps": int(student_steps), "teacher_steps": int(teacher_steps),
             "teacher_alone_steps": int(teacher_alone_steps) or None, "improver": improver,
