@@ -14,6 +14,8 @@ from ..oracle.histogram import render_histogram
 from ..schedulers.errors import InputError, require_file_stem
 from ..schedulers.record import records_of
 from ..schedulers.routing import ROUTE_MODES, STUDENT_SLOTS, prompts_of_students
+# the UI output key of the files a node saved, [{"file": name, "data": content}], read by tools/distribute.py
+from ..schedulers.shards import RESULT_KEY as CALIBRATION_UI
 from .sampling import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, file_signature, inputs_named
 from .gate import (CALIBRATION_FOLDER, NO_CALIBRATION, calibration_choices, calibration_signature, load_calibration,
@@ -26,7 +28,6 @@ from .inputs import STUDENT_SAMPLER, STUDENT_SCHEDULER
 from .student import student_sample
 
 SHIPPED_PROMPTS = "calibration_prompts.txt"  # 64 held-out prompts in the pack's prompts/ folder
-CALIBRATION_UI = "calibration"  # the UI output key of the files a node saved: [{"file": name, "data": content}]
 TOO_FEW = "give at least 2 prompts, one per line (hundreds for a stable tau; the paper uses 500 held-out captions)"
 
 

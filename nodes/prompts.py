@@ -13,12 +13,12 @@ import folder_paths
 
 from ..schedulers.batching import shared_token_length
 from ..schedulers.errors import InputError
+from ..schedulers.shards import prompt_lines
 from .common import CATEGORY, file_signature, full_path
 
 PROMPTS_KEY = "student_teacher_prompts"
 PROMPTS_FOLDER = "student_teacher_prompts"
 NO_FILE = "none"
-BOM = "\ufeff"
 
 
 def prompt_list(text, prompts_file, limit=0, at_least=1, fix=None):
@@ -26,7 +26,7 @@ def prompt_list(text, prompts_file, limit=0, at_least=1, fix=None):
     if prompts_file and prompts_file != NO_FILE:
         path = full_path(PROMPTS_FOLDER, prompts_file, "prompts_file", "a text file with one prompt per line")
         text = read_prompt_file(path)
-    prompts = [line.strip() for line in str(text).replace(BOM, "").splitlines() if line.strip()]
+    prompts = prompt_lines(text)  # as tools/distribute.py counts them to plan its shards
     prompts = prompts[:limit] if limit else prompts
     if len(prompts) < at_least:
         raise InputError("prompts", f"{len(prompts)} prompt(s) given", fix or f"give at least {at_least}, one per line")
