@@ -151,6 +151,20 @@ def calibrate(**inputs):
     return g
 
 
+def measure(**inputs):
+    g = only(base(), "ckpt", "xl", "oracle")
+    g["measure"] = {"class_type": P + "MeasureStudentVsTeacher",
+                    "inputs": {"student": ["ckpt", 0], "teacher": ["ckpt", 0], "clip": ["ckpt", 1], "vae": ["ckpt", 2],
+                               "oracle": ["oracle", 0], "judge": ["oracle", 0], "prompts": "a cube\na ball",
+                               "prompts_file": "none", "max_prompts": 0, "negative_prompt": "", "width": 64,
+                               "height": 64, "seed": 0, "student_steps": 1, "student_cfg": 1.0, "schedule": "lcm",
+                               "strategy": "refine", "rollback_mode": "strength", "rollback": 0.5,
+                               "teacher_steps": 1, "sampler_name": "euler", "scheduler": "normal",
+                               "teacher_cfg": 2.0, "teacher_alone_steps": 0, "tolerance": 5.0, "batch_size": 2,
+                               "filename": "http_measure", **inputs}}
+    return g
+
+
 def x0_student():
     g = base()
     g["x0"] = {"class_type": "ModelSamplingDiscrete", "inputs": {"model": ["ckpt", 0], "sampling": "x0", "zsnr": False}}
@@ -306,6 +320,13 @@ CASES = [
     ("gate of another batch", other_batch_gate, "gate", True),
     ("x0 student on the lcm schedule", x0_student, "model", True),
     ("calibrate with one prompt", lambda: calibrate(prompts="a cube"), "prompts", True),
+    ("measure tolerance NaN", lambda: measure(tolerance=NAN), "tolerance", True),
+    ("measure with one prompt", lambda: measure(prompts="a cube"), "prompts", True),
+    ("measure from beyond the list", lambda: measure(first_prompt=5), "first_prompt", True),
+    ("measure with a teacher of another family", lambda: measure(teacher=["xl", 0]), "teacher", True),
+    ("gate cheapest within an unmeasured calibration", lambda: with_inputs(
+        base(), "gate", threshold_mode="cheapest within", calibration=PAPER), "calibration", True),
+    ("adaptive tolerance NaN", lambda: adaptive(threshold_mode="cheapest within", tolerance=NAN), "tolerance", True),
     ("calibrate without a file name", lambda: calibrate(filename="  "), "filename", True),
     ("adaptive percentile without calibration", lambda: adaptive(threshold_mode="percentile"), "calibration", True),
     ("w not a number", lambda: guided_student("3, lots"), "w", True),
