@@ -9,7 +9,8 @@ from ..oracle import OracleLoadError
 from ..oracle.calibration import CalibrationError
 from ..oracle.checkpoint import DTYPES, WEIGHT_EXTENSIONS
 from ..oracle.ensemble import EnsembleOracle, member_from_calibration, other_samples
-from ..oracle.loading import EXPECTED_FILES, KINDS, KindMismatch, load_oracle as load_oracle_file
+from ..oracle.loading import (ENCODER_FILE, EXPECTED_FILES, KINDS, ImageEncoderError, KindMismatch,
+                              load_oracle as load_oracle_file)
 from ..oracle.tokenizer import TokenizerError
 from ..schedulers.errors import InputError
 from .common import CATEGORY, ORACLE_TYPE, file_signature, full_path
@@ -18,6 +19,7 @@ from .preview import save_previews
 
 # models/oracles/ for every kind; models/image_reward/, where ImageReward.pt went before, still read
 ORACLE_FOLDERS = ("oracles", "image_reward")
+NO_ENCODER = "none"
 
 
 def oracle_files():
@@ -47,7 +49,15 @@ class ComfyOracle:
         return self.scorer.score(images, prompts)
 
 
-def load_oracle(file, device="auto", dtype="auto", preprocess="auto", batch_size=8, kind="auto"):
+def encoder_path(image_encoder):
+    """The image_encoder file's path; None when none is chosen or the chosen one is missing."""
+    if not image_encoder or image_encoder == NO_ENCODER:
+        return None
+    return folder_paths.get_full_path(oracle_folder(image_encoder), image_encoder)
+
+
+def load_oracle(file, device="auto", dtype="auto", preprocess="auto", batch_size=8, kind="auto",
+                image_encoder=NO_ENCODER):
     path = full_path(oracle_folder(file), file, "oracle_file", EXPECTED_FILES)
     if device == "auto":  # where and how ComfyUI puts its text encoders
         load_device, offload_device = mm.text_encoder_device(), mm.text_encoder_offload_device()
@@ -57,9 +67,13 @@ def load_oracle(file, device="auto", dtype="auto", preprocess="auto", batch_size
         dtype = "fp16" if load_device.type == "cuda" and mm.should_use_fp16(load_device) else "fp32"
     try:
         scorer = load_oracle_file(path, kind, device="cpu", dtype=DTYPES[dtype], preprocess=preprocess,
-                                  batch_size=batch_size, name=file)
+                                  batch_size=batch_size, name=file, image_encoder=encoder_path(image_encoder))
     except KindMismatch as e:
         raise InputError("kind", e.problem, e.fix) from None
+    except ImageEncoderError as e:
+        if image_encoder and image_encoder != NO_ENCODER:  # chosen but not there: name the folder it was looked for in
+            full_path(oracle_folder(image_encoder), image_encoder, "image_encoder", ENCODER_FILE)
+        raise InputError("image_encoder", e.problem, e.fix) from None
     except (OracleLoadError, TokenizerError) as e:
         raise InputError("oracle_file", e.problem, e.fix) from None
     # ModelPatcher sets attributes such as `device` on the module it manages, which transformers' models
@@ -72,8 +86,9 @@ def load_oracle(file, device="auto", dtype="auto", preprocess="auto", batch_size
 class LoadImageRewardOracle:
     DESCRIPTION = ("Loads a reward oracle from models/oracles/ (or models/image_reward/), offline, and recognises "
                    "it from the file's keys: ImageReward (Xu et al. 2023), PickScore (Kirstain et al. 2023), HPSv2 / "
-                   "HPSv2.1 (Wu et al. 2023) or a CLIP model for the CLIP score (OpenAI ViT-L/14, OpenCLIP "
-                   "ViT-bigG-14). The model stays loaded between runs and is offloaded like other ComfyUI models.")
+                   "HPSv2.1 (Wu et al. 2023), a CLIP model for the CLIP score (OpenAI ViT-L/14, OpenCLIP "
+                   "ViT-bigG-14), or LAION's aesthetic predictor (image only, ~1..10; with a CLIP ViT-L/14 as "
+                   "image_encoder). The model stays loaded between runs and is offloaded like other ComfyUI models.")
     CATEGORY = CATEGORY
     FUNCTION = "load"
     RETURN_TYPES = (ORACLE_TYPE,)
@@ -85,7 +100,8 @@ class LoadImageRewardOracle:
         return {"required": {
             "oracle_file": (oracle_files(), {"tooltip": "A file in ComfyUI/models/oracles/ (or models/image_reward/): "
                                                         "ImageReward.pt, PickScore_v1's model.safetensors, "
-                                                        "HPS_v2.1_compressed.pt, or a CLIP model's weights."}),
+                                                        "HPS_v2.1_compressed.pt, a CLIP model's weights, or the "
+                                                        "aesthetic predictor sac+logos+ava1-l14-linearMSE.pth."}),
             "device": (["auto", "cpu"], {"default": "auto",
                                          "tooltip": "auto: where ComfyUI runs its text encoders (the GPU unless "
                                                     "VRAM is low)."}),
@@ -101,17 +117,26 @@ class LoadImageRewardOracle:
                                    "tooltip": "Images scored per forward pass."}),
         }, "optional": {
             "kind": (["auto", *KINDS], {"default": "auto",
-                                        "tooltip": "What the file is. auto: ImageReward from its keys; a CLIP-family "
-                                                   "file by its name ('pick' -> PickScore, 'hps' -> HPSv2, else CLIP "
-                                                   "score). Set it when a renamed file is read as the wrong kind."}),
+                                        "tooltip": "What the file is. auto: ImageReward and the aesthetic predictor "
+                                                   "from their keys; a CLIP-family file by its name ('pick' -> "
+                                                   "PickScore, 'hps' -> HPSv2, else CLIP score). Set it when a renamed "
+                                                   "file is read as the wrong kind."}),
+            "image_encoder": ([NO_ENCODER, *oracle_files()], {
+                "default": NO_ENCODER,
+                "tooltip": "Aesthetic predictor only: the CLIP ViT-L/14 whose image embeddings it reads, a file in "
+                           "ComfyUI/models/oracles/ (openai/clip-vit-large-patch14's model.safetensors, or the same "
+                           "model in open_clip's layout). Ignored by the other oracles."}),
         }}
 
     @classmethod
-    def IS_CHANGED(cls, oracle_file="", **_):
-        return file_signature(oracle_folder(oracle_file), oracle_file)
+    def IS_CHANGED(cls, oracle_file="", image_encoder=NO_ENCODER, **_):
+        signature = file_signature(oracle_folder(oracle_file), oracle_file)
+        if image_encoder and image_encoder != NO_ENCODER:
+            signature += "|" + file_signature(oracle_folder(image_encoder), image_encoder)
+        return signature
 
-    def load(self, oracle_file, device, dtype, preprocess, batch_size, kind="auto"):
-        return (load_oracle(oracle_file, device, dtype, preprocess, batch_size, kind),)
+    def load(self, oracle_file, device, dtype, preprocess, batch_size, kind="auto", image_encoder=NO_ENCODER):
+        return (load_oracle(oracle_file, device, dtype, preprocess, batch_size, kind, image_encoder),)
 
 
 class EnsembleOracles:
@@ -174,7 +199,8 @@ class EnsembleOracles:
 
 class ScoreImages:
     DESCRIPTION = ("Scores each image against a prompt with any oracle (ImageReward, PickScore, HPSv2, CLIP score, "
-                   "an ensemble); outputs the images sorted by score.")
+                   "the aesthetic predictor, which ignores the prompt, an ensemble); outputs the images sorted by "
+                   "score.")
     CATEGORY = CATEGORY
     FUNCTION = "run"
     RETURN_TYPES = ("IMAGE", "STRING")

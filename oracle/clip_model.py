@@ -249,6 +249,19 @@ def build_clip(sd: Mapping[str, torch.Tensor], config):
     from transformers import CLIPModel
     with torch.device("meta"):
         model = CLIPModel(config)
+    return _holding(model, sd)
+
+
+def build_clip_vision(sd: Mapping[str, torch.Tensor], config):
+    """The image tower alone (transformers CLIPVisionModelWithProjection) of a checked CLIP state dict:
+    for image-only judges, which would otherwise keep the unused text tower in memory."""
+    from transformers import CLIPVisionModelWithProjection
+    with torch.device("meta"):
+        model = CLIPVisionModelWithProjection(config.vision_config)
+    return _holding(model, {k: v for k, v in sd.items() if k.startswith(VISION) or k == "visual_projection.weight"})
+
+
+def _holding(model, sd: Mapping[str, torch.Tensor]):
     model.load_state_dict(dict(sd), strict=True, assign=True)
     for module in model.modules():  # buffers no checkpoint stores are still on the meta device
         ids = getattr(module, "position_ids", None)

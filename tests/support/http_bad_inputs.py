@@ -282,7 +282,7 @@ CASES = [
     ("oracle file not there", lambda: with_inputs(base(), "oracle", oracle_file="nope.pt"), "oracle_file", False),
     ("oracle file not a checkpoint", lambda: with_inputs(base(), "oracle", oracle_file="broken.pt"), "oracle_file", True),
     ("oracle of another kind", lambda: with_inputs(base(), "oracle", kind="PickScore"), "kind", True),
-    ("oracle kind not a kind", lambda: with_inputs(base(), "oracle", kind="Aesthetic"), "kind", False),
+    ("oracle kind not a kind", lambda: with_inputs(base(), "oracle", kind="Beauty"), "kind", False),
     ("calibration of another oracle", lambda: with_inputs(with_inputs(base(), "oracle", oracle_file=PICKSCORE), "gate",
                                                           threshold_mode="percentile", calibration=PAPER),
      "calibration", True),

@@ -28,6 +28,9 @@ TINY_IMAGE_REWARD = "tiny_image_reward.safetensors"
 TINY_PICKSCORE = "tiny_pickscore.safetensors"     # transformers layout, like PickScore_v1
 TINY_HPS = "tiny_hps_v2.safetensors"              # open_clip layout, like HPS_v2.1_compressed.pt
 TINY_CLIP = "tiny_clip_vit.safetensors"           # transformers layout, read as CLIP score
+# LAION's aesthetic predictor's MLP (a plain torch.save state dict, as the real .pth) for TINY_CLIP's embedding
+# width: Load Oracle reads it with TINY_CLIP as image_encoder
+TINY_AESTHETIC = "tiny_aesthetic.pth"
 # guidance-embedded students: a UNet-only file (ldm keys + time_embed.cond_proj) and an SDXL checkpoint
 # keeping the layer under the name stable-diffusion.cpp meets in converted files
 TINY_GUIDED_SD15_UNET = "tiny_guided_sd15_unet.safetensors"
@@ -293,6 +296,15 @@ def _clip_builder(layout: str, seed: int):
     return build
 
 
+def _build_aesthetic(path):
+    """The stand-in predictor (tests/support/aesthetic_standin.py) over TINY_CLIP's projection width."""
+    from aesthetic_standin import aesthetic_state_dict
+    from clip_standin import TINY_DIMS
+    width = TINY_DIMS[1024]  # TINY_CLIP's projection: PickScore's 1024, cut down
+    # seed 5, gain 10: scores ~7..8 that differ from sample to sample (the full-size gain overshoots here)
+    _save_compact(aesthetic_state_dict(width, seed=5, gain=10.0), path)
+
+
 # --- flow-matching families ---------------------------------------------------------------
 
 # what comfy.model_detection.detect_unet_config returns for the files below (the builders check it)
@@ -472,6 +484,7 @@ TINY_MODELS: Dict[str, tuple] = {
     TINY_PICKSCORE: ("oracles", _clip_builder("transformers", 1)),
     TINY_HPS: ("oracles", _clip_builder("open_clip", 2)),
     TINY_CLIP: ("oracles", _clip_builder("transformers", 9)),  # seed 9: cosines > 0, CLIP scores not all clipped
+    TINY_AESTHETIC: ("oracles", _build_aesthetic),
     TINY_GUIDED_SD15_UNET: ("diffusion_models", _build_guided_sd15_unet),
     TINY_GUIDED_SDXL: ("checkpoints", _build_guided_sdxl),
     TINY_FLUX_SCHNELL: ("diffusion_models", _build_flux_schnell),

@@ -1,6 +1,7 @@
-"""Tier 2: every oracle kind loaded from its model folder in real ComfyUI and gating a batch;
-calibrations keep their raw scores, shards merge into the file one run makes, a calibration of
-another oracle is refused, and an ensemble gates like any oracle (tiny models, CPU)."""
+"""Tier 2: every oracle kind loaded from its model folder in real ComfyUI and gating a batch (the aesthetic
+predictor with its CLIP as image_encoder); calibrations keep their raw scores, shards merge into the file
+one run makes, a calibration of another oracle is refused, and an ensemble gates like any oracle (tiny
+models, CPU)."""
 import json
 import os
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 
 from comfyui_harness import run_prompt
-from tiny_models import TINY_CLIP, TINY_HPS, TINY_IMAGE_REWARD, TINY_PICKSCORE, TINY_SD15
+from tiny_models import TINY_AESTHETIC, TINY_CLIP, TINY_HPS, TINY_IMAGE_REWARD, TINY_PICKSCORE, TINY_SD15
 
 P = "StudentTeacher"
 PROMPT = "a red cube on a table"
@@ -19,7 +20,7 @@ ORACLES = {TINY_IMAGE_REWARD: "ImageReward", TINY_PICKSCORE: "PickScore", TINY_H
 
 @pytest.fixture(scope="module")
 def host(comfy):
-    for name in (TINY_SD15, *ORACLES):
+    for name in (TINY_SD15, TINY_AESTHETIC, *ORACLES):
         comfy.tiny(name)
     comfy.folder_paths.filename_list_cache.clear()
     return comfy
@@ -82,6 +83,35 @@ def test_each_oracle_loads_from_its_folder_and_gates_a_batch(host, file):
     middle = float(decision.scores.sort().values[1:3].mean())
     split = run_prompt(host, gated(loader(file), tau=middle)).output("g", 1)
     assert split.accepted.tolist() == (decision.scores >= middle).tolist() and int(split.accepted.sum()) == 2
+
+
+def test_the_aesthetic_predictor_reads_its_clip_and_gates_on_the_image_alone(host):
+    assert host.folder_paths.get_full_path("oracles", TINY_AESTHETIC)
+    node = loader(TINY_AESTHETIC)
+    node["inputs"]["image_encoder"] = TINY_CLIP
+    run = run_prompt(host, gated(node, tau=-100.0), fresh=True)
+    oracle, decision = run.output("o"), run.output("g", 1)
+    assert (oracle.kind, oracle.name) == ("Aesthetic", TINY_AESTHETIC)
+    assert decision.accepted.all() and decision.scores.unique().numel() == 4
+    assert run.output("g", 2).splitlines()[0] == f"oracle: Aesthetic ({TINY_AESTHETIC})"
+    assert oracle.score(decision.images, "another prompt").tolist() == decision.scores.tolist()  # image only
+    middle = float(decision.scores.sort().values[1:3].mean())
+    split = run_prompt(host, gated(node, tau=middle))
+    kept = split.output("g", 1)
+    assert kept.accepted.tolist() == (decision.scores >= middle).tolist() and int(kept.accepted.sum()) == 2
+    assert kept.rejected == [i for i in range(4) if decision.scores[i] < middle]
+
+
+@pytest.mark.parametrize("encoder, problem", [
+    ("none", "tiny_aesthetic.pth is an aesthetic predictor: it scores the image embeddings of a CLIP model"),
+    (TINY_IMAGE_REWARD, f"{TINY_IMAGE_REWARD}: it is an ImageReward checkpoint, not a CLIP model"),
+])
+def test_the_aesthetic_predictor_without_a_usable_clip_names_image_encoder(host, encoder, problem):
+    node = loader(TINY_AESTHETIC)
+    node["inputs"]["image_encoder"] = encoder
+    run = run_prompt(host, gated(node), fresh=True, check=False)
+    assert not run.success and f"image_encoder: {problem}" in run.error
+    assert "ComfyUI/models/oracles/" in run.error and "openai/clip-vit-large-patch14's model.safetensors" in run.error
 
 
 def test_a_wrong_kind_names_the_kind_input(host):
