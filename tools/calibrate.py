@@ -34,7 +34,10 @@ def parse(argv=None):
                                          "LCM_Dreamshaper_v7_4k.safetensors); the checkpoint then gives CLIP and VAE")
     p.add_argument("--w", default="", help="guided students: the w to calibrate at, as the gate's student uses it")
     p.add_argument("--oracle", default="ImageReward.pt", help="file in models/oracles (or models/image_reward)")
-    p.add_argument("--kind", default="auto", help="the oracle's kind (auto, ImageReward, CLIP score, PickScore, HPSv2)")
+    p.add_argument("--kind", default="auto",
+                   help="the oracle's kind (auto, ImageReward, CLIP score, PickScore, HPSv2, Aesthetic)")
+    p.add_argument("--image-encoder", default="none",
+                   help="the aesthetic predictor's CLIP ViT-L/14, a file in models/oracles")
     p.add_argument("--prompts", required=True, help="text file, one held-out prompt per line")
     p.add_argument("--first-prompt", type=int, default=0,
                    help="start at this prompt (a shard; merge shards with tools/merge_calibrations.py)")
@@ -44,7 +47,10 @@ def parse(argv=None):
     p.add_argument("--height", type=int, default=512)
     p.add_argument("--steps", type=int, default=4, help="student steps, as the gate's graph uses")
     p.add_argument("--cfg", type=float, default=1.0, help="student cfg, as the gate's graph uses")
-    p.add_argument("--schedule", choices=("lcm", "turbo"), default="lcm")
+    p.add_argument("--schedule", choices=("lcm", "turbo", "sampler"), default="lcm",
+                   help="sampler: any other distilled student, with --sampler and --scheduler")
+    p.add_argument("--sampler", default="euler", help="schedule sampler: ComfyUI's sampler (lcm for DMD2)")
+    p.add_argument("--scheduler", default="simple", help="schedule sampler: ComfyUI's scheduler")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--name", required=True, help="saved as models/image_reward/calibration/<name>.json")
@@ -56,7 +62,8 @@ def calibration_graph(a, prompts_text):
     g = {"ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": a.checkpoint}},
          "oracle": {"class_type": "StudentTeacherLoadImageRewardOracle",
                     "inputs": {"oracle_file": a.oracle, "device": "cpu" if a.cpu else "auto", "dtype": "auto",
-                               "preprocess": "auto", "batch_size": 8, "kind": a.kind}}}
+                               "preprocess": "auto", "batch_size": 8, "kind": a.kind,
+                               "image_encoder": a.image_encoder}}}
     if a.guided_unet:
         g["guided"] = {"class_type": "StudentTeacherLoadGuidedStudent",
                        "inputs": {"unet_name": a.guided_unet, "w": 8.0, "w_convention": "diffusers"}}
@@ -71,7 +78,7 @@ def calibration_graph(a, prompts_text):
                            "negative_prompt": a.negative, "width": a.width, "height": a.height,
                            "steps": a.steps, "cfg": a.cfg, "schedule": a.schedule, "seed": a.seed,
                            "batch_size": a.batch_size, "filename": a.name, "w": a.w,
-                           "first_prompt": a.first_prompt}}
+                           "first_prompt": a.first_prompt, "sampler_name": a.sampler, "scheduler": a.scheduler}}
     g["save"] = {"class_type": "SaveImage", "inputs": {"images": ["cal", 0], "filename_prefix": f"calibration_{a.name}"}}
     return g
 

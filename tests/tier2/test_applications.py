@@ -153,9 +153,11 @@ def test_calibration_cli_runs_headless(host, tmp_path):
                            "--extra-model-paths-config", str(tmp_path / "paths.yaml"),
                            "--output-directory", str(out_dir), "--checkpoint", TINY_SD15,
                            "--oracle", TINY_IMAGE_REWARD, "--prompts", str(tmp_path / "prompts.txt"),
-                           "--width", "64", "--height", "64", "--steps", "2", "--name", "cli_cal"],
+                           "--width", "64", "--height", "64", "--steps", "2", "--schedule", "sampler",
+                           "--sampler", "euler_ancestral", "--name", "cli_cal"],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.load(open(cal_dir / "cli_cal.json"))
     assert data["metadata"]["prompt_count"] == 4 and "50" in data
+    assert data["metadata"]["sampler"] == "euler_ancestral" and data["metadata"]["schedule"] == "sampler"
     assert "k=50" in done.stdout and list(out_dir.glob("calibration_cli_cal*.png"))
