@@ -8,7 +8,9 @@
 Models, all full size: ImageReward (random init by default; --standin uses the deterministic
 stand-in weights of tests/support/imagereward_standin.py), and the CLIP-family oracles with the stand-in
 weights of the parity tests (tests/support/clip_standin.py: OpenAI ViT-L/14 for the CLIP score, PickScore's
-and HPSv2's ViT-H/14, OpenCLIP ViT-bigG/14), each read from its own key layout. Inputs: ComfyUI-style IMAGE batches
+and HPSv2's ViT-H/14, OpenCLIP ViT-bigG/14), each read from its own key layout, and LAION's aesthetic predictor (Aesthetic: the stand-in MLP of
+tests/support/aesthetic_standin.py over the ViT-L/14 stand-in, written to a temporary file as Load Oracle's
+image_encoder would be). Inputs: ComfyUI-style IMAGE batches
 [B, 512, 512, 3] float on the CPU (as a VAE decode leaves them), one prompt for all.
 Student step: one forward of a full-size SD1.5 UNet (diffusers UNet2DConditionModel with the
 SD1.5 config, random init, latent 64x64, batch B, cfg 1 -> one forward), same device/dtype.
@@ -21,23 +23,27 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 import torch
+from safetensors.torch import save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "support")]  # the stand-in weights
 
 from oracle import ImageReward, ImageRewardConfig, ImageRewardOracle  # noqa: E402
 from oracle.checkpoint import DTYPES, image_reward_from_state_dict  # noqa: E402
+from oracle.aesthetic import KIND as AESTHETIC  # noqa: E402
 from oracle.loading import oracle_from_state_dict  # noqa: E402
+import aesthetic_standin  # noqa: E402
 from oracle.preprocess import preprocess_exact, preprocess_fast  # noqa: E402
 from clip_standin import MODELS as CLIP_MODELS  # noqa: E402
 from clip_standin import standin_state_dict  # noqa: E402
 from imagereward_standin import standin_state_dict as imagereward_standin  # noqa: E402
 from pipeline_models import SD15_UNET  # noqa: E402  (bench/, the script's own folder)
 
-ORACLES = ("ImageReward",) + tuple(CLIP_MODELS)
+ORACLES = ("ImageReward",) + tuple(CLIP_MODELS) + (AESTHETIC,)
 PROMPT = "Astronaut in a jungle, cold color palette, muted colors, detailed, 8k"
 
 
@@ -72,6 +78,15 @@ def build_oracle(name, args, device, dtype, mode, batch):
     if name == "ImageReward":
         model = build_oracle_model(args, device, dtype)
         return ImageRewardOracle(model, preprocess=mode, batch_size=batch), model
+    if name == AESTHETIC:
+        clip_sd = aesthetic_standin.clip_state_dict(os.path.join(ROOT, "tests", "data", "clip"))
+        with tempfile.TemporaryDirectory() as tmp:  # the CLIP is read from a file, as the node reads it
+            clip_file = os.path.join(tmp, "clip_vit_l14.safetensors")
+            save_file({k: v.contiguous() for k, v in clip_sd.items()}, clip_file)
+            oracle = oracle_from_state_dict(aesthetic_standin.aesthetic_state_dict(), "aesthetic.pth", kind=AESTHETIC,
+                                            device=device, dtype=dtype, preprocess=mode, batch_size=batch,
+                                            image_encoder=clip_file)
+        return oracle, oracle.model
     spec = CLIP_MODELS[name]
     with open(os.path.join(ROOT, "tests", "data", "clip", name, "keys.json")) as f:
         raw = standin_state_dict(json.load(f), seed=spec["seed"])

@@ -456,6 +456,9 @@ def main(argv=None):
         print(f"from an earlier run: {run.done_before} shard(s)")
     for path in job.outputs:
         print(f"wrote {path}")
+    # the node saves every shard it runs; no HTTP route deletes a model file, so the user does
+    print(f"each server also keeps the shards it ran as models/image_reward/calibration/{job.stem}_shard*.json: "
+          "delete them there once you have the merged file")
     return 0
 
 
