@@ -15,7 +15,7 @@ from ..schedulers.errors import InputError, require_file_stem
 from ..schedulers.record import records_of
 from ..schedulers.routing import ROUTE_MODES, STUDENT_SLOTS, prompts_of_students
 # the UI output key of the files a node saved, [{"file": name, "data": content}], read by tools/distribute.py
-from ..schedulers.shards import RESULT_KEY as CALIBRATION_UI
+from ..schedulers.shards import PROMPT_INDEX_MAX, RESULT_KEY as CALIBRATION_UI
 from .sampling import check_interrupt
 from .common import CATEGORY, ORACLE_TYPE, file_signature, inputs_named
 from .gate import (CALIBRATION_FOLDER, NO_CALIBRATION, calibration_choices, calibration_signature, load_calibration,
@@ -87,7 +87,7 @@ class CalibrateThreshold:
             "prompts_file": (files, {"default": SHIPPED_PROMPTS if SHIPPED_PROMPTS in files else NO_FILE,
                                      "tooltip": "A prompt list: the pack's prompts/ folder or "
                                                 "models/image_reward/prompts/, one prompt per line."}),
-            "max_prompts": ("INT", {"default": 0, "min": 0, "max": 100000,
+            "max_prompts": ("INT", {"default": 0, "min": 0, "max": PROMPT_INDEX_MAX,
                                     "tooltip": "Use only the first N prompts (0 = all)."}),
             "negative_prompt": ("STRING", {"multiline": True, "default": "", "tooltip": "Shared negative prompt."}),
             "width": ("INT", {"default": 512, "min": 64, "max": 4096, "step": 8, "tooltip": "Image width."}),
@@ -106,7 +106,7 @@ class CalibrateThreshold:
         }, "optional": {
             "w": inputs.w("Guidance-embedded students: the w to calibrate at, one value or a list cycled over the "
                           "prompts (calibrate at the w you gate). Empty: the student's default w."),
-            "first_prompt": ("INT", {"default": 0, "min": 0, "max": 100000,
+            "first_prompt": ("INT", {"default": 0, "min": 0, "max": PROMPT_INDEX_MAX,
                                      "tooltip": "Start at this prompt of the list (0 = the first): one shard of a "
                                                 "calibration split over runs or machines. Each prompt keeps its seed "
                                                 "and id, so Merge Calibrations makes the file one run would."}),

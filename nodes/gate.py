@@ -11,7 +11,6 @@ from ..schedulers.batching import batch_indices
 from ..schedulers.errors import InputError
 from ..schedulers.gating import (GateDecision, calibration_mismatch, calibration_of, decide,
                                  keep_better, resolve_threshold, rows_to_score, sample_prompts)
-from ..schedulers.measure import measurement_of
 from ..schedulers.record import (DECODER_KEY, EARLIER_KEY, bare_records, decoded_rows, records_of, rows_of,
                                  stage_steps, student_labels, student_name, with_records)
 from ..schedulers.routing import STUDENT_SLOTS, calibration_student_problem
@@ -97,10 +96,9 @@ def gate(latent, vae, oracle, prompt, threshold_mode="tau", tau=0.0, k=50, calib
             raise InputError(input_name, f"{student_name(student)} has no calibration",
                              f"choose {student_name(student)}'s calibration file (each student scores differently)")
         with inputs_named({"calibration": input_name}):  # a measured mode's problem is its student's file's
-            measured = measurement_of(meta, name) if taus is not None else None
             thresholds[student] = resolve_threshold(threshold_mode, tau=tau, k=k, taus=taus, source=name,
                                                     budget=budget, student_steps=steps or 1,
-                                                    teacher_steps=teacher_steps, measurement=measured,
+                                                    teacher_steps=teacher_steps, metadata=meta,
                                                     tolerance=tolerance)
         notes += calibration_mismatch(meta, mine)
     texts = sample_prompts(prompt, records)

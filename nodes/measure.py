@@ -16,8 +16,9 @@ from ..oracle.calibration import DEFAULT_KS, calibration_data, prompt_id
 from ..schedulers.errors import InputError, require_file_stem
 from ..schedulers.record import records_of
 from ..schedulers.measure import (GATE_COLUMNS, JUDGE_COLUMNS, MEASUREMENT, measurement_of, measurement_report,
-                                  measurement_settings)
+                                  measurement_settings, require_finite_scores)
 from ..schedulers.measure_plot import render_curve
+from ..schedulers.shards import PROMPT_INDEX_MAX
 from . import inputs
 from .calibrate import (CALIBRATION_UI, SHIPPED_PROMPTS, TOO_FEW, as_image, calibration_settings, oracle_identity,
                         save_file)
@@ -68,6 +69,7 @@ def measure_batch(prompts, index, setup):
         if sample != "student":
             scores[GATE_COLUMNS[sample]] = setup.oracle.score(pixels, prompts).tolist()
         scores[JUDGE_COLUMNS[sample]] = setup.judge.score(pixels, prompts).tolist()
+    require_finite_scores(scores, index)
     return scores, [r.w for r in records_of(student)]
 
 
@@ -89,7 +91,7 @@ class MeasureStudentVsTeacher:
                    "per-prompt scores as a calibration of the student (the gate reads its tau and, with threshold "
                    "mode 'best for budget' or 'cheapest within', its k from the measured curve); reports the "
                    "student's win rates with 95 % intervals and plots the judged quality against average steps "
-                   "S + k/100 R for k = 0..100. Split long lists over runs or servers with first_prompt and "
+                   "S + (share improved) R for k = 0..100. Split long lists over runs or servers with first_prompt and "
                    "max_prompts (tools/distribute.py).")
     CATEGORY = CATEGORY
     FUNCTION = "run"
@@ -120,7 +122,7 @@ class MeasureStudentVsTeacher:
             "prompts_file": (files, {"default": SHIPPED_PROMPTS if SHIPPED_PROMPTS in files else NO_FILE,
                                      "tooltip": "A prompt list: the pack's prompts/ folder or "
                                                 "models/image_reward/prompts/, one prompt per line."}),
-            "max_prompts": ("INT", {"default": 0, "min": 0, "max": 100000,
+            "max_prompts": ("INT", {"default": 0, "min": 0, "max": PROMPT_INDEX_MAX,
                                     "tooltip": "Use only N prompts from first_prompt on (0 = all)."}),
             "negative_prompt": ("STRING", {"multiline": True, "default": "",
                                            "tooltip": "Shared negative prompt of the student and the teacher."}),
@@ -136,7 +138,7 @@ class MeasureStudentVsTeacher:
             "rollback_mode": inputs.rollback_mode("refine: strength (like KSampler denoise) or vp (Algorithm 1)."),
             "rollback": inputs.rollback("refine: how far back towards noise, as your Teacher Improve node."),
             "teacher_steps": inputs.teacher_steps("R, the teacher steps per improved sample, as your Teacher "
-                                                  "Improve node (the curve's cost is S + k/100 R)."),
+                                                  "Improve node (the curve's cost is S + (share improved) R)."),
             "sampler_name": inputs.sampler_name("The teacher's sampler."),
             "scheduler": inputs.scheduler("The teacher's scheduler."),
             "teacher_cfg": inputs.teacher_cfg("The teacher's classifier-free guidance."),
@@ -151,7 +153,7 @@ class MeasureStudentVsTeacher:
                                     "tooltip": "Saved as models/image_reward/calibration/<filename>.json; if that "
                                                "name exists, as <filename>_2.json (never overwritten)."}),
         }, "optional": {
-            "first_prompt": ("INT", {"default": 0, "min": 0, "max": 100000,
+            "first_prompt": ("INT", {"default": 0, "min": 0, "max": PROMPT_INDEX_MAX,
                                      "tooltip": "Start at this prompt of the list: one shard of a measurement split "
                                                 "over runs or servers (Merge Calibrations and tools/distribute.py "
                                                 "merge shards into the file one run makes)."}),

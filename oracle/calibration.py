@@ -293,10 +293,17 @@ def read_calibration(path) -> Tuple[Mapping, dict]:
     return exact, meta
 
 
+def _unnamed(oracle):
+    return {k: v for k, v in oracle.items() if k != "name"} if isinstance(oracle, dict) else oracle
+
+
 def _comparable(key, value):
-    """A setting as shards must agree on it: the oracle by kind and weights, not by its file's name."""
-    if key == "oracle" and isinstance(value, dict):
-        return {k: v for k, v in value.items() if k != "name"}
+    """A setting as shards must agree on it: each oracle (the gate's, a measurement's judge) by kind and
+    weights, not by the name its file has on the server that ran the shard."""
+    if key == "oracle":
+        return _unnamed(value)
+    if key == "measurement" and isinstance(value, dict):
+        return {k: _unnamed(v) if k in ("judge", "gate") else v for k, v in value.items()}
     return value
 
 

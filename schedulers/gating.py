@@ -13,9 +13,10 @@ from .budget import average_steps, k_within_budget
 from .errors import InputError
 from .record import SampleRecord, Stage, per_student_lines, student_labels, student_name
 
-# the last two take k from a measured curve (Measure Student vs Teacher): the best judged quality within the
+# these take k from a measured curve (Measure Student vs Teacher): the best judged quality within the
 # budget, or the cheapest k within a tolerance of the best judged gain
-THRESHOLD_MODES = ("tau", "percentile", "budget", "best for budget", "cheapest within")
+MEASURED_MODES = ("best for budget", "cheapest within")
+THRESHOLD_MODES = ("tau", "percentile", "budget") + MEASURED_MODES
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,10 @@ def percentile_threshold(taus: Dict[float, float], k: float, source: str = "the 
 
 def resolve_threshold(mode: str, *, tau: float = 0.0, k: float = 50, taus: Optional[Dict[float, float]] = None,
                       source: str = "the calibration", budget: float = 0.0,
-                      student_steps: int = 1, teacher_steps: int = 1, measurement=None,
+                      student_steps: int = 1, teacher_steps: int = 1, metadata: Optional[dict] = None,
                       tolerance: float = 5.0) -> Threshold:
+    """The threshold a mode gives; `metadata` is the calibration file's, whose measurement only the measured
+    modes read (a file whose measurement was edited away still serves the other modes)."""
     if mode == "tau":
         return Threshold(float(tau), None, f"tau = {tau:.4f} (given)")
     if mode not in THRESHOLD_MODES:
@@ -54,9 +57,9 @@ def resolve_threshold(mode: str, *, tau: float = 0.0, k: float = 50, taus: Optio
         t = percentile_threshold(taus, k, source)
         cost = average_steps(student_steps, teacher_steps, k)
         return Threshold(t.tau, t.k, f"budget {budget:g} steps -> k = {k:g} ({cost:g} average steps); {t.how}")
-    if mode in THRESHOLD_MODES[3:]:
-        from .measure import measured_k  # measure builds on this module's percentile_threshold
-        point, how = measured_k(measurement, mode, budget, tolerance, source)
+    if mode in MEASURED_MODES:
+        from .measure import measured_k, measurement_of  # measure builds on this module's percentile_threshold
+        point, how = measured_k(measurement_of(metadata or {}, source), mode, budget, tolerance, source)
         return Threshold(percentile_threshold(taus, point.k, source).tau, point.k, how)
     return percentile_threshold(taus, k, source)
 
@@ -131,7 +134,9 @@ def decide(scores: torch.Tensor, threshold, records: Sequence[SampleRecord], *,
         raise InputError("latent", f"{len(records)} samples but {scores.shape[0]} scores",
                          "score the same batch the gate decides on")
     thresholds = (threshold,) * len(records) if isinstance(threshold, Threshold) else tuple(threshold)
-    accepted = scores >= torch.tensor([t.tau for t in thresholds], dtype=torch.float32)
+    # in float64, as tau (a percentile of stored float32 scores) and the measured curve are: a tau between
+    # two float32 neighbours must not round onto one of them
+    accepted = scores.double() >= torch.tensor([t.tau for t in thresholds], dtype=torch.float64)
     new_scores = new_scores or [None] * len(records)
     prompts = prompts or [None] * len(records)
     gated = tuple(r.then(Stage("gate", score=float(s), kept=bool(ok),

@@ -32,9 +32,23 @@ SAMPLE_NAMES = {"improved": "improved", "teacher": "teacher alone"}
 class CurvePoint:
     k: int
     tau: float
-    improved: float   # share of prompts sent to the teacher (k/100 on the calibration's own prompts)
+    improved: float   # share of prompts sent to the teacher (about k/100; ties and few prompts move it)
     cost: float       # average steps per sample: S + improved * R
     quality: float    # mean judge score of the gated result
+
+
+def require_finite_scores(scores: Dict[str, Sequence[float]], prompt_indices: Sequence[int]) -> None:
+    """Stop a measurement at the batch where an oracle gave a NaN or infinite score ({column: a score per
+    prompt}), naming that oracle's input and the prompt, before the run goes on for nothing."""
+    for column, values in scores.items():
+        for index, x in zip(prompt_indices, values):
+            if not math.isfinite(x):
+                judged = column in JUDGE_COLUMNS.values()
+                columns = JUDGE_COLUMNS if judged else GATE_COLUMNS
+                sample = SAMPLE_NAMES.get(next(s for s, c in columns.items() if c == column), "student")
+                raise InputError("judge" if judged else "oracle", f"it scored the {sample} sample of prompt "
+                                 f"{index} as {x}", "load it with dtype fp32 or bf16 (fp16 can overflow), or "
+                                 f"leave prompt {index} out")
 
 
 def _scores(name: str, values) -> np.ndarray:
@@ -65,7 +79,7 @@ def adaptive_curve(gate_student, judge_student, judge_improved, student_steps: f
     for k in ks:
         tau = percentile_threshold(taus, k).tau
         kept, result = gated_result(gate, student, improved, tau)
-        share = 1.0 - float(kept.mean())
+        share = float((~kept).mean())
         points.append(CurvePoint(int(k), float(tau), share, student_steps + share * teacher_steps,
                                  float(result.mean())))
     return points
@@ -156,22 +170,57 @@ def _label(oracle: dict) -> str:
     return kind if not name or name == kind else f"{kind} ({name})"
 
 
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
 def measurement_of(meta: dict, name: str) -> Optional[Measurement]:
     """The measurement a calibration file keeps, or None for a calibration that measured none."""
     settings = meta.get(MEASUREMENT)
     if settings is None:
         return None
+    again = "measure again with Measure Student vs Teacher"
+    if not isinstance(settings, dict):
+        raise InputError("calibration", f'{name}: metadata "{MEASUREMENT}" must be an object', again)
     try:
         samples = samples_of(meta, name)
-        wanted = ("student", "improved") + (("teacher",) if settings.get("teacher_alone_steps") else ())
-        columns = {what: {sample: np.asarray(samples[cols[sample]], dtype=np.float64) for sample in wanted}
-                   for what, cols in (("gate", GATE_COLUMNS), ("judge", JUDGE_COLUMNS))}
-        return Measurement(columns["gate"], columns["judge"], float(settings["student_steps"]),
-                           float(settings["teacher_steps"]), settings.get("teacher_alone_steps"),
-                           _label(settings["gate"]), _label(settings["judge"]), bool(settings["same_judge"]))
-    except (KeyError, TypeError, ValueError, CalibrationError) as e:
-        raise InputError("calibration", f"{name}: its measurement is incomplete ({e})",
-                         "measure again with Measure Student vs Teacher") from None
+    except CalibrationError as e:
+        raise InputError("calibration", str(e), again) from None
+    if samples is None:
+        raise InputError("calibration", f"{name} keeps its measurement's settings but not its per-prompt scores "
+                         "(metadata \"samples\")", again)
+    wanted = ("student", "improved") + (("teacher",) if settings.get("teacher_alone_steps") else ())
+    needed = [cols[sample] for cols in (GATE_COLUMNS, JUDGE_COLUMNS) for sample in wanted]
+    missing = [c for c in needed if c not in samples or any(x is None for x in samples[c])] + \
+        [key for key in ("student_steps", "teacher_steps") if not _positive(settings.get(key))] + \
+        [key for key in ("gate", "judge") if not isinstance(settings.get(key), dict)]
+    if missing:
+        raise InputError("calibration", f"{name}: its measurement lacks {', '.join(missing)}", again)
+    columns = {what: {sample: np.asarray(samples[cols[sample]], dtype=np.float64) for sample in wanted}
+               for what, cols in (("gate", GATE_COLUMNS), ("judge", JUDGE_COLUMNS))}
+    return Measurement(columns["gate"], columns["judge"], float(settings["student_steps"]),
+                       float(settings["teacher_steps"]), settings.get("teacher_alone_steps"),
+                       _label(settings["gate"]), _label(settings["judge"]), bool(settings.get("same_judge")))
+
+
+HELD_OUT_MIN = 20  # prompts below which a split-half check says nothing worth printing
+
+
+def held_out_best(m: Measurement) -> Optional[float]:
+    """The judged mean of the best k when k and its tau are chosen on half of the prompts (even positions)
+    and applied to the other half (odd), then the other way round: an estimate free of the optimism of
+    choosing k on the prompts it is judged on (the paper keeps its tau prompts apart from its test prompts).
+    None for fewer than HELD_OUT_MIN prompts."""
+    if m.n < HELD_OUT_MIN:
+        return None
+    even = np.arange(m.n) % 2 == 0
+    results = []
+    for pick, use in ((even, ~even), (~even, even)):
+        point = best_k(adaptive_curve(m.gate["student"][pick], m.judge["student"][pick], m.judge["improved"][pick],
+                                      m.student_steps, m.teacher_steps))
+        results.append(gated_result(m.gate["student"][use], m.judge["student"][use], m.judge["improved"][use],
+                                    point.tau)[1])
+    return float(np.concatenate(results).mean())
 
 
 def measured_k(measurement: Optional[Measurement], mode: str, budget: float, tolerance: float,
@@ -214,6 +263,10 @@ def measurement_report(m: Measurement, tolerance: float) -> List[str]:
     lines += [f"{what}: {m.judge_name} {q:+.4f} at {c:.4g} steps" for what, c, q in ends]
     best, cheap = best_k(curve), cheapest_within(curve, tolerance)
     lines.append(f"best k = {best.k}: {best.quality:+.4f} at {best.cost:.4g} average steps")
+    held_out = held_out_best(m)
+    if held_out is not None:
+        lines.append(f"  chosen on half the prompts and judged on the other half, the best k gives {held_out:+.4f}: "
+                     "the line above chose k on the prompts it judges, so it flatters a little")
     lines.append(f"cheapest within {tolerance:g} % of the best gain: k = {cheap.k}: {cheap.quality:+.4f} at "
                  f"{cheap.cost:.4g} average steps")
     lines.append("tau_k is the k-th percentile of these prompts' own student scores; gate with this file's "

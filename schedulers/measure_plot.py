@@ -47,8 +47,8 @@ def render_curve(m: Measurement, tolerance: float, title: str = "", width: int =
     font = _font(fs)
     left, right, top, bottom = 64, width - 16, 2 * fs + 16, height - 2 * fs - 14
     dr.text((left, 4), title or f"{m.judge_name} on {m.n} prompts", fill=TEXT, font=font)
-    dr.text((left, fs + 8), "mean judge score against average steps per sample (S + k/100 R)", fill=(90, 90, 90),
-            font=font)
+    dr.text((left, fs + 8), "mean judge score against average steps per sample (S + share improved x R)",
+            fill=(90, 90, 90), font=font)
 
     def at(cost, quality):
         return (left + (cost - x_lo) / (x_hi - x_lo) * (right - left),

@@ -19,6 +19,7 @@ RESULT_KEY = "calibration"  # the nodes import it (nodes/calibrate.py CALIBRATIO
 SET_INPUTS = ("prompts", "prompts_file", "first_prompt", "max_prompts", "filename")  # what each shard sets
 NO_FILE = "none"  # prompts_file's "no file" choice: the prompts input is read
 MIN_SHARD = 2  # both nodes refuse fewer prompts: a percentile needs two
+PROMPT_INDEX_MAX = 100000  # both nodes' first_prompt and max_prompts widgets go up to this
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 MANIFEST = "manifest.json"
 SAME_ERROR_LIMIT = 3  # the same node error this often: the input is bad, not the servers
@@ -62,6 +63,10 @@ def plan_shards(total: int, size: int) -> List[Shard]:
     if total < MIN_SHARD:
         raise DistributeError(f"the prompt file holds {total} prompt(s); give at least {MIN_SHARD}, one per line "
                               "(hundreds for a stable tau)")
+    if total > PROMPT_INDEX_MAX:
+        raise DistributeError(f"the prompt file holds {total} prompts and the nodes' first_prompt goes up to "
+                              f"{PROMPT_INDEX_MAX}; split it into files of at most {PROMPT_INDEX_MAX} prompts, run "
+                              "each, and merge the outputs with tools/merge_calibrations.py")
     starts = list(range(0, total, size))
     if total - starts[-1] < MIN_SHARD:
         starts.pop()
@@ -160,19 +165,24 @@ def check_manifest(found, wanted: dict, work_dir: str) -> None:
 
 def result_problem(result, shard: Shard, count: int) -> Optional[str]:
     """What is wrong with the files a shard gave (None: nothing): one per student, each a calibration whose
-    raw scores are the shard's prompts (a server with an older pack may ignore first_prompt)."""
+    raw scores are the shard's prompts, every one (a server with an older pack may ignore first_prompt): each
+    file all of them (every prompt to every student), or the files together each prompt once (routed)."""
     if not isinstance(result, list) or len(result) != count:
         return (f"the node gave {len(result) if isinstance(result, list) else 'no'} file(s), {count} expected; "
                 "give every server the same version of the pack")
+    indices = []
     for item in result:
         data = item.get("data") if isinstance(item, dict) else None
         samples = data.get("metadata", {}).get("samples") if isinstance(data, dict) else None
         index = samples.get("prompt_index") if isinstance(samples, dict) else None
         if not isinstance(item.get("file") if isinstance(item, dict) else None, str) or not isinstance(index, list):
             return "the node gave no calibration file with raw scores; give every server the same version of the pack"
-        if any(not isinstance(i, int) or not shard.first <= i < shard.first + shard.count for i in index):
-            return (f"the node scored other prompts than {shard.first}-{shard.first + shard.count - 1}; give every "
-                    "server the same version of the pack")
+        indices.append(index)
+    wanted = list(range(shard.first, shard.first + shard.count))
+    every_prompt_each = all(sorted(index) == wanted for index in indices)
+    if not every_prompt_each and sorted(i for index in indices for i in index) != wanted:
+        return (f"the node scored other prompts than {shard.first}-{shard.first + shard.count - 1}, or not all of "
+                "them; give every server the same version of the pack")
     return None
 
 

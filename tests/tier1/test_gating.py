@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -149,3 +150,15 @@ def test_calibration_settings_and_prompts_of_the_gate():
     assert sample_prompts("override", records) == ["override", "override"]
     with pytest.raises(InputError, match="prompt: the gate has no prompt"):
         sample_prompts(" ", [SampleRecord(0)])
+
+
+def test_the_gate_compares_as_the_measured_curve_does():
+    """tau is a float64 percentile of float32 scores; between two float32 neighbours it must not round
+    onto the lower one (the curve, in float64, sends that sample to the teacher)."""
+    from student_teacher.schedulers.measure import adaptive_curve
+    one, next_up = 1.0, float(np.nextafter(np.float32(1.0), np.float32(2.0)))
+    scores = [one, next_up, 3.0]
+    point = adaptive_curve(scores, [0.0] * 3, [1.0] * 3, 4, 12, ks=[10])[0]
+    assert one < point.tau < next_up
+    d = decide(torch.tensor(scores), resolve_threshold("tau", tau=point.tau), bare_records([0, 1, 2]))
+    assert d.accepted.tolist() == [False, True, True] and point.improved == pytest.approx(1 / 3)

@@ -1,4 +1,5 @@
 """Student against teacher from per-prompt data: the adaptive curve, win rates and the k a user asks for."""
+import dataclasses
 import json
 import math
 
@@ -8,9 +9,11 @@ import pytest
 from student_teacher.oracle.calibration import (ShardRefused, calibration_data, merge_calibrations, prompt_id,
                                                 read_calibration, write_new)
 from student_teacher.schedulers.errors import InputError
+from student_teacher.schedulers.gating import resolve_threshold
 from student_teacher.schedulers.measure import (MEASUREMENT, adaptive_curve, best_for_budget, best_k, cheapest_within,
-                                                gated_result, measured_k, measurement_of, measurement_report,
-                                                measurement_settings, win_rate)
+                                                gated_result, held_out_best, measured_k, measurement_of,
+                                                measurement_report, measurement_settings, require_finite_scores,
+                                                win_rate)
 from student_teacher.schedulers.measure_plot import render_curve
 
 
@@ -98,15 +101,15 @@ ORACLE = {"kind": "ImageReward", "name": "ImageReward.pt", "fingerprint": "g"}
 JUDGE = {"kind": "PickScore", "name": "PickScore_v1.safetensors", "fingerprint": "j"}
 
 
-def measured_file(indices, judge=JUDGE, teacher=True, created="monday"):
+def measured_file(indices, judge=JUDGE, teacher=True, created="monday", oracle=ORACLE):
     """A measured calibration of the prompts `indices` of one list, as the Measure node writes it."""
     gate, student, improved = data(40)
     teacher_scores = improved + 0.1
     columns = {"gate_improved": gate + 0.5, "judge_student": student, "judge_improved": improved}
     if teacher:
         columns.update(gate_teacher=gate + 0.6, judge_teacher=teacher_scores)
-    meta = {"steps": 4, "oracle": ORACLE, "created": created,
-            MEASUREMENT: measurement_settings(judge, ORACLE, 4, 12, 25 if teacher else 0, strategy="refine")}
+    meta = {"steps": 4, "oracle": oracle, "created": created,
+            MEASUREMENT: measurement_settings(judge, oracle, 4, 12, 25 if teacher else 0, strategy="refine")}
     return calibration_data(gate[list(indices)], metadata=meta, prompt_indices=list(indices),
                             prompt_ids=[prompt_id(f"p{i}") for i in indices],
                             columns={c: v[list(indices)] for c, v in columns.items()})
@@ -155,6 +158,11 @@ def test_measurement_shards_merge_into_the_one_run_file():
         merge_calibrations([parts[0], ("c", lacking)])
     with pytest.raises(ShardRefused, match="measurement"):  # another judge
         merge_calibrations([parts[0], ("c", measured_file(range(17), judge=dict(JUDGE, fingerprint="x")))])
+    # the same oracles under other file names (another server's models folder) merge as the same
+    renamed = measured_file(range(17), judge=dict(JUDGE, name="pickscore.safetensors"),
+                            oracle=dict(ORACLE, name="ImageReward-v1.0.pt"))
+    assert merge_calibrations([parts[0], ("c", renamed)])["metadata"]["samples"] == \
+        merge_calibrations(parts)["metadata"]["samples"]
 
 
 def test_measured_modes_pick_k_from_the_curve():
@@ -182,3 +190,51 @@ def test_the_plot_is_drawn_from_the_curve():
     image = render_curve(m, 5, width=640, height=400)
     assert image.shape == (400, 640, 3) and image.dtype == np.uint8
     assert (image != 255).any(axis=2).mean() > 0.02   # a curve, axes and labels, not a blank image
+
+
+def test_an_edited_measured_file_serves_the_other_modes_and_says_what_it_lacks():
+    """read_calibration's advice for an edited file is to delete its samples: the stored percentiles then
+    serve percentile and budget as before, and only the measured modes need the measurement."""
+    meta = measured_file(range(40))["metadata"]
+    taus = {k: float(np.percentile(data(40)[0], k)) for k in (10, 50, 90)}
+    edited = {k: v for k, v in meta.items() if k != "samples"}
+    assert resolve_threshold("percentile", k=50, taus=taus, metadata=edited).tau == taus[50]
+    assert resolve_threshold("budget", budget=10, student_steps=4, teacher_steps=12, taus=taus, metadata=edited).k
+    with pytest.raises(InputError, match="not its per-prompt scores") as e:
+        resolve_threshold("cheapest within", taus=taus, metadata=edited, source="m.json")
+    assert e.value.input_name == "calibration" and "NoneType" not in str(e.value)
+    lacking = {**meta, MEASUREMENT: {k: v for k, v in meta[MEASUREMENT].items() if k != "judge"}}
+    with pytest.raises(InputError, match="lacks judge"):
+        measurement_of(lacking, "m.json")
+    with pytest.raises(InputError, match="must be an object"):
+        measurement_of({**meta, MEASUREMENT: "yes"}, "m.json")
+
+
+def test_the_held_out_check_chooses_k_on_one_half_and_judges_the_other():
+    m = measurement_of(measured_file(range(40))["metadata"], "m.json")
+    even = np.arange(40) % 2 == 0
+    by_hand = []
+    for pick, use in ((even, ~even), (~even, even)):
+        tau = float(np.percentile(m.gate["student"][pick], best_k(adaptive_curve(
+            m.gate["student"][pick], m.judge["student"][pick], m.judge["improved"][pick], 4, 12)).k))
+        by_hand += [s if g >= tau else i for g, s, i in
+                    zip(m.gate["student"][use], m.judge["student"][use], m.judge["improved"][use])]
+    assert held_out_best(m) == pytest.approx(float(np.mean(by_hand)), abs=1e-12)
+    assert any("other half" in line for line in measurement_report(m, 5))
+    # a gate that knows nothing: choosing k on the judged prompts flatters, the held-out figure does not
+    rng = np.random.default_rng(3)
+    blind = dataclasses.replace(m, gate={"student": rng.normal(size=40), "improved": m.gate["improved"]})
+    assert held_out_best(blind) < best_k(blind.curve()).quality
+    few = measurement_of(measured_file(range(10))["metadata"], "m.json")
+    assert held_out_best(few) is None and not any("other half" in line for line in measurement_report(few, 5))
+
+
+def test_a_nan_score_stops_the_batch_naming_the_oracle_and_the_prompt():
+    ok = {"score": [0.1, 0.2], "gate_improved": [0.3, 0.4], "judge_student": [1.0, 2.0]}
+    require_finite_scores(ok, [7, 8])
+    with pytest.raises(InputError, match="improved sample of prompt 8") as e:
+        require_finite_scores({**ok, "gate_improved": [0.3, math.nan]}, [7, 8])
+    assert e.value.input_name == "oracle"
+    with pytest.raises(InputError, match="student sample of prompt 7") as e:
+        require_finite_scores({**ok, "judge_student": [math.inf, 2.0]}, [7, 8])
+    assert e.value.input_name == "judge" and "fp32" in e.value.fix

@@ -23,11 +23,13 @@ def workflow(class_type=CAL, **inputs):
                                                        "max_prompts": 0, "filename": "mine", "steps": 4, **inputs}}}
 
 
-def shard_files(shard, students=1):
-    """What a node gives for a shard: one calibration per student, raw scores of the shard's prompts."""
+def shard_files(shard, students=1, routed=False):
+    """What a node gives for a shard: one calibration per student, raw scores of the shard's prompts (all of
+    them each, or routed: student s the prompts at positions s, s + students, ...)."""
     out = []
     for s in range(students):
         index = list(range(shard.first, shard.first + shard.count))
+        index = index[s::students] if routed else index
         scores = [np.sin(i + 10 * s) for i in index]
         data = calibration_data(scores, metadata={"steps": 4, "created": f"made on some server {s}"},
                                 prompt_indices=index, prompt_ids=[prompt_id(f"p{i}") for i in index])
@@ -59,7 +61,7 @@ def test_shard_names_say_its_prompts_not_its_server():
 
 
 @pytest.mark.parametrize("total,size,match", [(10, 1, "--shard-size 2 or more"), (1, 50, "1 prompt"),
-                                              (0, 50, "0 prompt")])
+                                              (0, 50, "0 prompt"), (100001, 50, "files of at most 100000")])
 def test_plans_refused(total, size, match):
     with pytest.raises(DistributeError, match=match):
         plan_shards(total, size)
@@ -138,6 +140,12 @@ def test_result_problems():
     assert "gave no file" in result_problem(None, shard, 1)
     assert "other prompts than 3-5" in result_problem(shard_files(Shard(0, 0, 3)), shard, 1)
     assert "no calibration file" in result_problem([{"file": "x.json", "data": {"10": 0.1}}], shard, 1)
+    routed = Shard(1, 3, 4)
+    assert result_problem(shard_files(routed, 2, routed=True), routed, 2) is None
+    # a prompt scored by nobody: the merged file would silently lack it
+    short = Shard(1, 3, 3)
+    assert "or not all of them" in result_problem(shard_files(Shard(1, 3, 2)), short, 1)
+    assert "or not all of them" in result_problem(shard_files(routed, 2, routed=True)[:1] * 2, routed, 2)
 
 
 def test_done_shards_read_from_the_work_folder(tmp_path):
