@@ -49,9 +49,13 @@ class ComfyOracle:
         return self.scorer.score(images, prompts)
 
 
+def encoder_chosen(image_encoder) -> bool:
+    return bool(image_encoder) and image_encoder != NO_ENCODER
+
+
 def encoder_path(image_encoder):
     """The image_encoder file's path; None when none is chosen or the chosen one is missing."""
-    if not image_encoder or image_encoder == NO_ENCODER:
+    if not encoder_chosen(image_encoder):
         return None
     return folder_paths.get_full_path(oracle_folder(image_encoder), image_encoder)
 
@@ -71,7 +75,7 @@ def load_oracle(file, device="auto", dtype="auto", preprocess="auto", batch_size
     except KindMismatch as e:
         raise InputError("kind", e.problem, e.fix) from None
     except ImageEncoderError as e:
-        if image_encoder and image_encoder != NO_ENCODER:  # chosen but not there: name the folder it was looked for in
+        if encoder_chosen(image_encoder):  # chosen but not there: name the folder it was looked for in
             full_path(oracle_folder(image_encoder), image_encoder, "image_encoder", ENCODER_FILE)
         raise InputError("image_encoder", e.problem, e.fix) from None
     except (OracleLoadError, TokenizerError) as e:
@@ -131,7 +135,7 @@ class LoadImageRewardOracle:
     @classmethod
     def IS_CHANGED(cls, oracle_file="", image_encoder=NO_ENCODER, **_):
         signature = file_signature(oracle_folder(oracle_file), oracle_file)
-        if image_encoder and image_encoder != NO_ENCODER:
+        if encoder_chosen(image_encoder):
             signature += "|" + file_signature(oracle_folder(image_encoder), image_encoder)
         return signature
 

@@ -68,6 +68,11 @@ def _check_ks(ks) -> list:
     return ks
 
 
+def is_finite_number(x) -> bool:
+    """A JSON number a file may hold as a score or threshold: int or float (not a bool), finite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _value(x) -> Optional[float]:
     if x is None:
         return None
@@ -243,7 +248,7 @@ def _stored_taus(raw: dict, name: str) -> Dict[float, float]:
                                    'top-level keys must be numbers 0..100 (plus "metadata")') from None
         if not (0 <= kf <= 100):
             raise CalibrationError(f"calibration file {name}: percentile {key} is outside 0..100")
-        if isinstance(val, bool) or not isinstance(val, (int, float)) or not math.isfinite(val):
+        if not is_finite_number(val):
             raise CalibrationError(f"calibration file {name}: threshold for k={key} is {val!r}, "
                                    "not a finite number")
         taus[int(kf) if kf.is_integer() else kf] = float(val)
@@ -262,8 +267,7 @@ def samples_of(meta: dict, name: str) -> Optional[dict]:
         raise CalibrationError(f'calibration file {name}: metadata "{SAMPLES}" must hold lists of one '
                                'length: "prompt_index", "prompt_id", "score" and any measured columns')
     for column in set(samples) - set(SAMPLE_KEYS):
-        if any(x is not None and (isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x))
-               for x in samples[column]):
+        if any(x is not None and not is_finite_number(x) for x in samples[column]):
             raise CalibrationError(f'calibration file {name}: column "{column}" must hold finite numbers or null')
     if samples["score"]:
         _clean_scores(samples["score"])  # finite numbers, or a CalibrationError

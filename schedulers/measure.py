@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..oracle.calibration import CalibrationError, Percentiles, samples_of
+from ..oracle.calibration import CalibrationError, Percentiles, is_finite_number, samples_of
 from .errors import InputError
 from .gating import percentile_threshold
 
@@ -25,7 +25,10 @@ MEASUREMENT = "measurement"   # a calibration file's metadata key: the measureme
 # which sample. The teacher-alone columns are there only when the teacher alone was measured.
 GATE_COLUMNS = {"student": "score", "improved": "gate_improved", "teacher": "gate_teacher"}
 JUDGE_COLUMNS = {"student": "judge_student", "improved": "judge_improved", "teacher": "judge_teacher"}
-SAMPLE_NAMES = {"improved": "improved", "teacher": "teacher alone"}
+SAMPLE_NAMES = {"student": "student", "improved": "improved", "teacher": "teacher alone"}
+# column -> (the Measure node's input that scored it, which sample)
+SCORED_BY = {column: (scorer, sample) for scorer, columns in (("oracle", GATE_COLUMNS), ("judge", JUDGE_COLUMNS))
+             for sample, column in columns.items()}
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,9 @@ def require_finite_scores(scores: Dict[str, Sequence[float]], prompt_indices: Se
     for column, values in scores.items():
         for index, x in zip(prompt_indices, values):
             if not math.isfinite(x):
-                judged = column in JUDGE_COLUMNS.values()
-                columns = JUDGE_COLUMNS if judged else GATE_COLUMNS
-                sample = SAMPLE_NAMES.get(next(s for s, c in columns.items() if c == column), "student")
-                raise InputError("judge" if judged else "oracle", f"it scored the {sample} sample of prompt "
-                                 f"{index} as {x}", "load it with dtype fp32 or bf16 (fp16 can overflow), or "
-                                 f"leave prompt {index} out")
+                scorer, sample = SCORED_BY[column]
+                raise InputError(scorer, f"it scored the {SAMPLE_NAMES[sample]} sample of prompt {index} as {x}",
+                                 f"load it with dtype fp32 or bf16 (fp16 can overflow), or leave prompt {index} out")
 
 
 def _scores(name: str, values) -> np.ndarray:
@@ -170,10 +170,6 @@ def _label(oracle: dict) -> str:
     return kind if not name or name == kind else f"{kind} ({name})"
 
 
-def _positive(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
-
-
 def measurement_of(meta: dict, name: str) -> Optional[Measurement]:
     """The measurement a calibration file keeps, or None for a calibration that measured none."""
     settings = meta.get(MEASUREMENT)
@@ -192,7 +188,8 @@ def measurement_of(meta: dict, name: str) -> Optional[Measurement]:
     wanted = ("student", "improved") + (("teacher",) if settings.get("teacher_alone_steps") else ())
     needed = [cols[sample] for cols in (GATE_COLUMNS, JUDGE_COLUMNS) for sample in wanted]
     missing = [c for c in needed if c not in samples or any(x is None for x in samples[c])] + \
-        [key for key in ("student_steps", "teacher_steps") if not _positive(settings.get(key))] + \
+        [key for key in ("student_steps", "teacher_steps")
+         if not (is_finite_number(settings.get(key)) and settings[key] > 0)] + \
         [key for key in ("gate", "judge") if not isinstance(settings.get(key), dict)]
     if missing:
         raise InputError("calibration", f"{name}: its measurement lacks {', '.join(missing)}", again)
